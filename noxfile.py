@@ -65,7 +65,9 @@ def test_requirements() -> list[str]:
 def install_packages(session: nox.Session, *, editable: bool = True, extras: str = "") -> None:
     args: list[str] = []
     for name in packages():
-        target = f"packages/{name}{extras}" if not extras or name == "rec-common" else f"packages/{name}"
+        target = (
+            f"packages/{name}{extras}" if not extras or name == "rec-common" else f"packages/{name}"
+        )
         args.extend(["-e", target] if editable else [target])
     session.install(*args)
 
@@ -104,7 +106,9 @@ def build(session: nox.Session) -> None:
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for name in packages():
-        session.run("python", "-m", "build", "--sdist", "--wheel", "-o", str(dist), f"packages/{name}")
+        session.run(
+            "python", "-m", "build", "--sdist", "--wheel", "-o", str(dist), f"packages/{name}"
+        )
     for name in packages():
         _check_wheel_alone(session, name, dist)
 
@@ -120,8 +124,15 @@ def _check_wheel_alone(session: nox.Session, name: str, dist: Path) -> None:
     py = str(venv / ("Scripts" if sys.platform == "win32" else "bin") / "python")
     # Torch is declared as a range; take the CPU build first so the range installs nothing more.
     session.run(py, "-m", "pip", "install", "-q", TORCH_SPEC, external=True)
-    session.run(py, "-m", "pip", "install", "-q", "--find-links", str(dist), str(wheels[0]), external=True)
-    session.run(py, "-c", f"import {import_name}; print({import_name}.__name__, {import_name}.__version__)", external=True)
+    session.run(
+        py, "-m", "pip", "install", "-q", "--find-links", str(dist), str(wheels[0]), external=True
+    )
+    session.run(
+        py,
+        "-c",
+        f"import {import_name}; print({import_name}.__name__, {import_name}.__version__)",
+        external=True,
+    )
     for module in cli_modules(PACKAGES_DIR / name / "src" / import_name, import_name):
         session.run(py, "-m", module, "--help", external=True, silent=True)
         session.log(f"{module} --help: ok")

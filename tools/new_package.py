@@ -1,6 +1,6 @@
 """Create packages/<dist>/ from packages/_template/.
 
-    python tools/new_package.py emb-kernels "EmbeddingBag kernels: baseline, OptMT, RPF, L2P"
+python tools/new_package.py emb-kernels "EmbeddingBag kernels: baseline, OptMT, RPF, L2P"
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ TEMPLATE = ROOT / "packages" / "_template"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dist", help="distribution name, kebab-case (e.g. emb-kernels)")
     parser.add_argument("description", help="one-line description")
     args = parser.parse_args(argv)

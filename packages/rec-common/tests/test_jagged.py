@@ -8,7 +8,9 @@ import torch
 from rec_common.jagged import JaggedBatch
 
 
-def random_batch(batch_size=5, num_features=3, dtype=torch.int64, weighted=False, max_len=4, rows=10):
+def random_batch(
+    batch_size=5, num_features=3, dtype=torch.int64, weighted=False, max_len=4, rows=10
+):
     keys, values, lengths, weights = [], [], [], []
     for f in range(num_features):
         n = torch.randint(0, max_len + 1, (batch_size,), dtype=dtype)

@@ -36,7 +36,9 @@ def test_benchmark_cpu_counts_calls_and_orders_quantiles():
 def test_benchmark_setup_runs_outside_timing():
     import time
 
-    t = timing.benchmark(lambda: None, warmup=0, iters=3, device="cpu", setup=lambda: time.sleep(0.01))
+    t = timing.benchmark(
+        lambda: None, warmup=0, iters=3, device="cpu", setup=lambda: time.sleep(0.01)
+    )
     assert t.median < 5000  # the 10 ms sleep is not inside the timed region
 
 
@@ -67,7 +69,9 @@ def test_make_row_has_every_field_and_ratio():
         results.make_row(package="p", benchmark="b", workload="w", variant="v",
                          metric="m", unit="us", value=1.0, gpu="x")  # fmt: skip
     with pytest.raises(ValueError, match="needs a value"):
-        results.make_row(package="p", benchmark="b", workload="w", variant="v", metric="m", unit="us")
+        results.make_row(
+            package="p", benchmark="b", workload="w", variant="v", metric="m", unit="us"
+        )
 
 
 def test_add_ratios_pairs_matching_rows():
@@ -75,7 +79,12 @@ def test_add_ratios_pairs_matching_rows():
         return results.make_row(package="p", benchmark="b", workload="w", variant=variant,
                                 metric="latency", unit="us", value=value, batch=batch)  # fmt: skip
 
-    rows = [row("torch", 100.0, 1), row("ours", 50.0, 1), row("torch", 10.0, 2), row("ours", 20.0, 2)]
+    rows = [
+        row("torch", 100.0, 1),
+        row("ours", 50.0, 1),
+        row("torch", 10.0, 2),
+        row("ours", 20.0, 2),
+    ]
     results.add_ratios(rows, "torch")
     assert rows[1]["ratio"] == pytest.approx(2.0) and rows[1]["baseline"] == "torch"
     assert rows[3]["ratio"] == pytest.approx(0.5)
@@ -113,7 +122,10 @@ def test_plot_cli(tmp_path):
     assert plot.main([str(path), "--out", str(out)]) == 0
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
     out2 = tmp_path / "line.png"
-    assert plot.main([str(path), "--out", str(out2), "--kind", "line", "--x", "batch", "--y", "ratio"]) == 0
+    assert (
+        plot.main([str(path), "--out", str(out2), "--kind", "line", "--x", "batch", "--y", "ratio"])
+        == 0
+    )
     assert out2.exists()
     assert plot.main([str(path), "--out", str(out), "--metric", "nope"]) == 1
     assert plot.main([str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1

@@ -76,10 +76,16 @@ def resolve_table_sizes(spec: str | Path | list[int] | tuple[int, ...]) -> tuple
         try:
             sizes = tuple(int(x) for x in data)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"table sizes in {source}: not all entries are integers ({exc})") from None
+            raise ValueError(
+                f"table sizes in {source}: not all entries are integers ({exc})"
+            ) from None
     if len(sizes) != NUM_SPARSE:
-        raise ValueError(f"table sizes from {source}: expected {NUM_SPARSE} sizes, got {len(sizes)}")
+        raise ValueError(
+            f"table sizes from {source}: expected {NUM_SPARSE} sizes, got {len(sizes)}"
+        )
     for i, n in enumerate(sizes):
         if int(n) < 1:
-            raise ValueError(f"table sizes from {source}: {SPARSE_NAMES[i]} has size {n}, expected >= 1")
+            raise ValueError(
+                f"table sizes from {source}: {SPARSE_NAMES[i]} has size {n}, expected >= 1"
+            )
     return tuple(int(n) for n in sizes)

@@ -1,7 +1,7 @@
 """Environment report for bug reports: versions, CUDA, GPU, which optional extras import.
 
-    python -m rec_common.env          # human-readable
-    python -m rec_common.env --json   # one JSON object
+python -m rec_common.env          # human-readable
+python -m rec_common.env --json   # one JSON object
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _probe(name: str) -> str | None:
     """Version string if ``name`` imports, else None (import errors are not fatal)."""
     try:
         mod = importlib.import_module(name)
-    except Exception:  # noqa: BLE001 - a broken optional install is reported as absent
+    except Exception:  # a broken optional install is reported as absent
         return None
     version = getattr(mod, "__version__", None)
     return str(version) if version is not None else "installed"

@@ -126,7 +126,9 @@ class JaggedBatch:
         if not isinstance(ids, Tensor):
             ids = torch.as_tensor(ids)
         if ids.dim() != 2:
-            raise ValueError(f"ids: expected a [batch, features] tensor, got shape {tuple(ids.shape)}")
+            raise ValueError(
+                f"ids: expected a [batch, features] tensor, got shape {tuple(ids.shape)}"
+            )
         if ids.dtype not in _INDEX_DTYPES:
             raise TypeError(f"ids: expected int32 or int64, got {ids.dtype}")
         b, f = ids.shape
@@ -205,7 +207,14 @@ class JaggedBatch:
             bad = (v < 0) | (v >= n)
             if bool(bad.any()):
                 pos = int(torch.nonzero(bad)[0])
-                sample = int(torch.searchsorted(o, torch.tensor([pos], dtype=o.dtype, device=o.device), right=True)[0]) - 1
+                sample = (
+                    int(
+                        torch.searchsorted(
+                            o, torch.tensor([pos], dtype=o.dtype, device=o.device), right=True
+                        )[0]
+                    )
+                    - 1
+                )
                 raise ValueError(
                     f"feature {k!r}: id {int(v[pos])} at position {pos} (sample {sample}) is "
                     f"outside its table of {n} rows (expected 0 <= id < {n})"
@@ -228,7 +237,10 @@ class JaggedBatch:
             return tuple(t.pin_memory() for t in ts)
 
         return JaggedBatch(
-            self.keys, pin(self.values), pin(self.offsets), None if self.weights is None else pin(self.weights)
+            self.keys,
+            pin(self.values),
+            pin(self.offsets),
+            None if self.weights is None else pin(self.weights),
         )
 
     def with_index_dtype(self, dtype: torch.dtype) -> JaggedBatch:

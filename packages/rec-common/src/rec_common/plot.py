@@ -25,9 +25,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError(
-            "plotting needs matplotlib: `pip install 'rec-common[plot]'`"
-        ) from exc
+        raise ImportError("plotting needs matplotlib: `pip install 'rec-common[plot]'`") from exc
     return plt
 
 
@@ -74,7 +72,12 @@ def plot_rows(
         for i, v in enumerate(variants):
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(cats))]
             ax.bar(xs, [series[v].get(c, 0.0) for c in cats], width, label=v)
-        ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=30 if len(cats) > 4 else 0, ha="right" if len(cats) > 4 else "center")
+        ax.set_xticks(
+            range(len(cats)),
+            [str(c) for c in cats],
+            rotation=30 if len(cats) > 4 else 0,
+            ha="right" if len(cats) > 4 else "center",
+        )
     elif kind == "line":
         for v in variants:
             pts = sorted((float(k), val) for k, val in series[v].items())
@@ -87,7 +90,9 @@ def plot_rows(
         ax.set_yscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel(f"{rows[0]['metric']} ({unit})" if y == "value" else f"{y} ({unit})")
-    ax.set_title(title or f"{rows[0]['package']}: {rows[0]['benchmark']} on {rows[0].get('gpu', '?')}")
+    ax.set_title(
+        title or f"{rows[0]['package']}: {rows[0]['benchmark']} on {rows[0].get('gpu', '?')}"
+    )
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -123,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"results file {p} does not exist")
             rows.extend(read_rows(p))
         rows = select_rows(rows, args.metric, args.where)
-        out = plot_rows(rows, args.out, kind=args.kind, x=args.x, y=args.y, title=args.title, log_y=args.log_y)
+        out = plot_rows(
+            rows, args.out, kind=args.kind, x=args.x, y=args.y, title=args.title, log_y=args.log_y
+        )
     except (ValueError, ImportError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -56,7 +56,9 @@ def train_dlrm(
     bar = tqdm(total=steps, desc="train DLRM", unit="batch", disable=not progress)
     model.train()
     for epoch in range(epochs):
-        for dense, sparse, labels in train.batches(batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
+        for dense, sparse, labels in train.batches(
+            batch_size, shuffle=True, seed=seed + epoch, drop_last=True
+        ):
             loss = loss_fn(model(dense, sparse), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.rows < 1000:
-        parser.error(f"--rows must be at least 1000 to split train/validation/test, got {args.rows}")
+        parser.error(
+            f"--rows must be at least 1000 to split train/validation/test, got {args.rows}"
+        )
     progress = not args.quiet
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = out / "preprocessed"
     meta = preprocess([tsv], data_dir, min_count=args.min_count, progress=progress)
     t_pre = time.perf_counter()
-    print(f"[2/4] preprocessed {meta['num_rows']:,} rows into {data_dir} in {t_pre - t_synth:.1f} s")
+    print(
+        f"[2/4] preprocessed {meta['num_rows']:,} rows into {data_dir} in {t_pre - t_synth:.1f} s"
+    )
 
     data = CriteoDataset(data_dir)
     train, valid, test = data.split([0.8, 0.1, 0.1])

@@ -59,7 +59,9 @@ def hardware() -> dict:
     info = {"torch": torch.__version__, "cuda": torch.version.cuda}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpus=torch.cuda.device_count(), sm_count=props.multi_processor_count)
+        info.update(
+            gpu=props.name, gpus=torch.cuda.device_count(), sm_count=props.multi_processor_count
+        )
     else:
         import platform
 
@@ -152,7 +154,9 @@ def make_row(
         "p80": None if p80 is None else float(p80),
         "n": n,
         "baseline": baseline,
-        "ratio": None if baseline_value is None else ratio(float(value), float(baseline_value), unit, metric),
+        "ratio": None
+        if baseline_value is None
+        else ratio(float(value), float(baseline_value), unit, metric),
     }
     hw = hardware()
     row.update({k: hw[k] for k in ("gpu", "gpus", "sm_count", "torch", "cuda")})
@@ -170,9 +174,12 @@ def make_row(
 def add_ratios(rows: list[dict], baseline: str) -> list[dict]:
     """Fill ``baseline``/``ratio`` of rows from the row of variant ``baseline`` with the
     same benchmark, workload and metric (and the same extra parameters)."""
+
     def key(r):
         skip = {"variant", "value", "p20", "p80", "n", "baseline", "ratio", "timestamp"}
-        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in skip))
+        return tuple(
+            sorted((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in skip)
+        )
 
     base = {key(r): r for r in rows if r["variant"] == baseline}
     for r in rows:
