@@ -157,3 +157,62 @@ def bench_rec_common(session: nox.Session) -> None:
     install_torch(session)
     session.install("-e", "packages/rec-common")
     session.run("python", "-m", "rec_common.bench", "preprocess", *session.posargs)
+
+
+# --- Benchmarks and paper figures -------------------------------------------------------------
+# Each is a thin wrapper over `python -m <import>.<module> ARGS`; on the GPU machine run that
+# command directly with PYTHONPATH=$(ls -d packages/*/src | tr '\n' ':').
+
+
+def _run_module(session: nox.Session, dist: str, module: str, *args: str, extras: str = "") -> None:
+    if not (PACKAGES_DIR / dist / "pyproject.toml").is_file():
+        session.error(f"packages/{dist} does not exist yet")
+    install_torch(session)
+    session.install("-e", "packages/rec-common[plot]")
+    session.install("-e", f"packages/{dist}{extras}")
+    session.run("python", "-m", module, *args, *session.posargs)
+
+
+@nox.session(default=False)
+def micro24(session: nox.Session) -> None:
+    """MICRO'24 figure: per-variant EmbeddingBag latency on the micro24 hotness traces (GPU)."""
+    _run_module(
+        session, "emb-kernels", "emb_kernels.bench", "--workload", "micro24",
+        "--hotness", "high,medium,low,random", "--plot",
+    )
+
+
+@nox.session(name="bench-emb-kernels", default=False)
+def bench_emb_kernels(session: nox.Session) -> None:
+    """emb-kernels anchors: 4Mx128 single table, Criteo Kaggle, MLPerf multi-hot (GPU)."""
+    _run_module(session, "emb-kernels", "emb_kernels.bench", "--workload", "anchors")
+
+
+@nox.session(name="recflex-figures", default=False)
+def recflex_figures(session: nox.Session) -> None:
+    """RecFlex figures: tuned fused kernel vs torch, FBGEMM TBE, TorchRec on models A-E (GPU)."""
+    _run_module(session, "recflex", "recflex.figures")
+
+
+@nox.session(name="bagpipe-figure9", default=False)
+def bagpipe_figure9(session: nox.Session) -> None:
+    """Bagpipe figure 9: per-iteration time vs the baselines, 2+ trainers."""
+    _run_module(session, "bagpipe", "bagpipe.figure9")
+
+
+@nox.session(default=False)
+def figure9(session: nox.Session) -> None:
+    """RAP figure 9: throughput of CPU workers, CUDA stream, MPS and RAP (GPU)."""
+    _run_module(session, "rap-share", "rap_share.figures", "figure9")
+
+
+@nox.session(default=False)
+def figure10(session: nox.Session) -> None:
+    """RAP figure 10: the ablation normalized to Sequential (GPU)."""
+    _run_module(session, "rap-share", "rap_share.figures", "figure10")
+
+
+@nox.session(name="rmixer-makespan", default=False)
+def rmixer_makespan(session: nox.Session) -> None:
+    """RMixer: makespan of the shipped job mixes under monolithic, mps and rmixer (GPU + CPU)."""
+    _run_module(session, "rmixer", "rmixer.makespan")
