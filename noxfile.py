@@ -177,8 +177,14 @@ def _run_module(session: nox.Session, dist: str, module: str, *args: str, extras
 def micro24(session: nox.Session) -> None:
     """MICRO'24 figure: per-variant EmbeddingBag latency on the micro24 hotness traces (GPU)."""
     _run_module(
-        session, "emb-kernels", "emb_kernels.bench", "--workload", "micro24",
-        "--hotness", "high,medium,low,random", "--plot",
+        session,
+        "emb-kernels",
+        "emb_kernels.bench",
+        "--workload",
+        "micro24",
+        "--hotness",
+        "high,medium,low,random",
+        "--plot",
     )
 
 

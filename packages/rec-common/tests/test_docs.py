@@ -40,7 +40,9 @@ def test_root_readme_has_the_two_commands():
 
 
 MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(rec_common.__path__, "rec_common.") if not m.name.endswith("__main__")
+    m.name
+    for m in pkgutil.walk_packages(rec_common.__path__, "rec_common.")
+    if not m.name.endswith("__main__")
 )
 
 
