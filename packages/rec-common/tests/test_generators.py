@@ -322,12 +322,14 @@ def test_high_and_random_traces():
     assert abs(np.isin(rnd, pinned).mean() - 0.12) < 0.01
 
 
-def test_traces_are_cached_read_only_and_in_range():
+def test_traces_are_cached_copies_and_in_range():
     for name in TRACE_NAMES:
         t = make_trace(name)
         assert t.min() >= 0 and t.max() < 500_000
-        assert not t.flags.writeable
-        assert make_trace(name) is t
+        assert t.flags.writeable
+        t[:10] = -1  # a caller's edit must not reach the cache
+        again = make_trace(name)
+        assert again is not t and again.min() >= 0
 
 
 def test_top_hot_ids_orders_by_frequency():

@@ -91,6 +91,40 @@ def test_add_ratios_pairs_matching_rows():
     assert rows[0]["ratio"] is None
 
 
+def test_add_ratios_ignores_variant_only_knobs_and_explicit_keys():
+    def row(variant, value, **kw):
+        return results.make_row(package="p", benchmark="b", workload="w", variant=variant,
+                                metric="latency", unit="us", value=value, **kw)  # fmt: skip
+
+    rows = [
+        row("baseline", 100.0, hotness="low"),
+        row("baseline", 80.0, hotness="high"),
+        row("optmt", 50.0, hotness="low", regcap=42),  # regcap only on the variant
+        row("optmt", 40.0, hotness="high", regcap=32),
+    ]
+    results.add_ratios(rows, "baseline")
+    assert rows[2]["ratio"] == pytest.approx(2.0)
+    assert rows[3]["ratio"] == pytest.approx(2.0)
+    # Explicit keys: without hotness in `on`, two baselines match -> ambiguous, left alone.
+    fresh = [dict(r, ratio=None, baseline=None) for r in rows]
+    results.add_ratios(fresh, "baseline", on=("workload", "metric"))
+    assert fresh[2]["ratio"] is None
+    results.add_ratios(fresh, "baseline", on=("workload", "metric", "hotness"))
+    assert fresh[2]["ratio"] == pytest.approx(2.0)
+
+
+def test_package_versions_fall_back_to_about(monkeypatch):
+    from importlib import metadata
+
+    def missing(dist):
+        raise metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    import rec_common
+
+    assert results.package_versions()["rec-common"] == rec_common.__version__
+
+
 def test_write_and_read_rows(tmp_path):
     path = results.default_path("rec-common", "demo", root=tmp_path)
     rows = [results.make_row(package="rec-common", benchmark="demo", workload=f"w{i}", variant="v",

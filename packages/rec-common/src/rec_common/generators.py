@@ -625,11 +625,11 @@ def make_trace(name: str, *, seed: int = 0) -> np.ndarray:
     ``reuse_low`` and ``reuse_medium`` match the artifact's entry count, unique count and
     top-60K coverage (within a few percent); ``reuse_high`` is hotter than medium (top-60K
     ~97%, hottest ids small, like the artifact's high-hot list); ``random`` is uniform.
-    Read-only and cached.
+    Generated once per (name, seed) and cached; each call returns a fresh writable copy.
     """
     if name not in TRACE_NAMES:
         raise ValueError(f"trace {name!r}: expected one of {', '.join(TRACE_NAMES)}")
-    return _cached_trace(name, _check_seed(seed))
+    return _cached_trace(name, _check_seed(seed)).copy()
 
 
 def top_hot_ids(trace: np.ndarray, n: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,15 +71,23 @@ def hardware() -> dict:
 
 
 def package_versions() -> dict:
-    """Versions of our packages that import here."""
+    """Versions of our packages that import here: installed metadata, else ``__about__``
+    (a source checkout on PYTHONPATH, as on the GPU machine, has no metadata)."""
+    import importlib
     from importlib import metadata
 
     out = {}
     for dist in _KNOWN_PACKAGES:
         try:
             out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
             continue
+        except metadata.PackageNotFoundError:
+            pass
+        try:
+            about = importlib.import_module(dist.replace("-", "_") + ".__about__")
+        except ImportError:
+            continue
+        out[dist] = getattr(about, "__version__", "unknown")
     return out
 
 
@@ -171,20 +179,65 @@ def make_row(
     return row
 
 
-def add_ratios(rows: list[dict], baseline: str) -> list[dict]:
-    """Fill ``baseline``/``ratio`` of rows from the row of variant ``baseline`` with the
-    same benchmark, workload and metric (and the same extra parameters)."""
+# Fields that describe a measurement, not what was measured: never used to match rows.
+_VOLATILE = (
+    "variant",
+    "value",
+    "p20",
+    "p80",
+    "n",
+    "baseline",
+    "ratio",
+    "timestamp",
+    "command",
+    "commit",
+    "versions",
+    "torch",
+    "cuda",
+    "gpu",
+    "gpus",
+    "sm_count",
+    "package",
+)
 
-    def key(r):
-        skip = {"variant", "value", "p20", "p80", "n", "baseline", "ratio", "timestamp"}
-        return tuple(
-            sorted((k, json.dumps(v, sort_keys=True)) for k, v in r.items() if k not in skip)
-        )
 
-    base = {key(r): r for r in rows if r["variant"] == baseline}
+def add_ratios(rows: list[dict], baseline: str, on: Sequence[str] | None = None) -> list[dict]:
+    """Fill ``baseline``/``ratio`` of each row from the matching row of variant ``baseline``.
+
+    Rows match when ``on`` fields (default: benchmark, workload, metric, unit) are equal and,
+    when ``on`` is None, every other parameter present in *both* rows is equal too, so a
+    variant's own knobs (``regcap``, ``prefetch``) do not stop it matching the baseline row.
+    Among several matches the one sharing the most parameters wins; a tie leaves the row alone.
+    """
+    fixed = tuple(on) if on is not None else ("benchmark", "workload", "metric", "unit")
+    skip = set(_VOLATILE) | set(fixed)
+
+    def params(r):
+        return {k: json.dumps(v, sort_keys=True) for k, v in r.items() if k not in skip}
+
+    bases: dict[tuple, list[dict]] = {}
     for r in rows:
-        b = base.get(key(r))
-        if b is None or r is b:
+        if r["variant"] == baseline:
+            bases.setdefault(tuple(json.dumps(r.get(k)) for k in fixed), []).append(r)
+    for r in rows:
+        if r["variant"] == baseline:
+            continue
+        cands = bases.get(tuple(json.dumps(r.get(k)) for k in fixed), [])
+        if on is None:
+            mine = params(r)
+            scored = []
+            for b in cands:
+                theirs = params(b)
+                shared = mine.keys() & theirs.keys()
+                if all(mine[k] == theirs[k] for k in shared):
+                    scored.append((len(shared), b))
+            scored.sort(key=lambda t: -t[0])
+            if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
+                continue
+            b = scored[0][1]
+        elif len(cands) == 1:
+            b = cands[0]
+        else:
             continue
         r["baseline"] = baseline
         r["ratio"] = ratio(r["value"], b["value"], r["unit"], r["metric"])
