@@ -151,6 +151,27 @@ def cli_modules(src: Path, import_name: str) -> list[str]:
     return mods
 
 
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Build the mkdocs-material site (strict): docs/, package guides, CLI reference."""
+    install_torch(session)
+    install_packages(session)
+    session.install("mkdocs-material>=9.5,<10")
+    session.run("python", "tools/gen_docs.py", "--out", "build/docs-src")
+    session.run("mkdocs", "build", "--strict", "-f", "mkdocs.yml")
+    session.log(f"site: {ROOT / 'build' / 'site' / 'index.html'}")
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """Cross-package tests under integration/ (CPU parts; GPU parts skip without CUDA)."""
+    install_torch(session)
+    install_torchrec(session)
+    install_packages(session)
+    session.install(*test_requirements())
+    session.run("python", "-m", "pytest", "integration", *session.posargs)
+
+
 @nox.session(name="bench-rec-common", default=False)
 def bench_rec_common(session: nox.Session) -> None:
     """Preprocessing throughput on this machine (rows/s) into results/rec-common/."""
