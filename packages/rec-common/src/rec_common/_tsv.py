@@ -12,7 +12,7 @@ block of lines is parsed with whole-array numpy operations instead:
    them into numbers: 8 decimal digits into an integer in three multiply-add steps, 8 hex digits
    into 32 bits in three shift-or steps. Fields of 9-16 characters read a second word; integers
    with more than 16 digits (never in real data) are parsed by Python one at a time (as float64:
-   correctly rounded, and inf beyond float64's range).
+   correctly rounded, and saturated at float64's max beyond its range).
 
 Only when a check fails does the code look for the first bad line and column, to build the
 error. The caller passes blocks of about ``SUB_BLOCK_BYTES`` (small blocks stay in the CPU cache,
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rec_common.criteo_tables import FIELD_NAMES, NUM_DENSE, NUM_FIELDS, NUM_SPARSE
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 PAD = 16  # zero bytes in front of every block (words may start up to 16 bytes before a field)
 SUB_BLOCK_BYTES = 256 << 10  # text parsed at once: ~1000 lines, so the working set stays in cache
@@ -245,7 +247,8 @@ def parse_block(
             if _INT_RE.fullmatch(text) is None:
                 bad_int[r, c] = True
             elif not negative[r, c]:
-                dense_float[r, c] = float(text)  # inf beyond float64's range (over 308 digits)
+                # Over 308 digits float() gives inf: saturate at float64's max (log1p = 709.78).
+                dense_float[r, c] = min(float(text), _FLOAT64_MAX)
 
     bad_row = bad_label | bad_int.any(axis=1) | bad_cat.any(axis=1)
     bad_rows = np.flatnonzero(bad_row)
