@@ -1,0 +1,403 @@
+// `fast`: our own EmbeddingBag design beyond the paper, for any number of tables in one launch.
+//
+//  * 16-byte loads (float4 / 8 halves) where the row width and alignment allow (VB template:
+//    16, 8, 4 or 2 bytes per lane per row);
+//  * U rows in flight per lane (unrolled, loads issued before any is used), and the ids of the
+//    next U lookups loaded while the current rows are in flight;
+//  * warp mode: a warp unit is (table, up to 32/G bags, 32-vector column slice); G lanes cover
+//    a row (G = the row's vectors rounded up to a power of two, at most 32), so small dims put
+//    several bags in one warp;
+//  * block mode (long bags, or too few bags to fill the GPU): a block of WB warps (2, 4 or 8)
+//    shares one (table, bag, slice); each warp takes every WB-th group of U lookups, then the
+//    warps reduce through shared memory;
+//  * optionally (HINT) the 16-byte row loads carry L1::no_allocate and L2::256B hints.
+//
+// Layout (TBE's): ids of all tables concatenated, offsets[t * B + b] .. offsets[t * B + b + 1]
+// are bag b of table t (T * B + 1 entries). Output is [B, sum of dims] with row stride
+// `out_stride` elements and table t's columns starting at meta out_col. Per-table meta
+// (EK_META_STRIDE i64 each): weight element offset, rows, dim, out_col, first work unit,
+// lanes per row G, column slices, vectors per row, bags per lane group K, unused.
+// Segmented warp mode (short bags, e.g. one-hot, or medium bags when a wave of warps would
+// otherwise hold one bag each): a lane group walks K consecutive bags as one stream of ids, U
+// rows in flight across bag boundaries, writing each bag when it ends; the next boundary is
+// loaded one bag ahead, so the stream does not stop at a bag's start for its offsets.
+// A bad id is recorded and skipped.
+#include "common.cuh"
+
+#define EK_META_STRIDE 10
+#define EK_M_WOFF 0
+#define EK_M_ROWS 1
+#define EK_M_DIM 2
+#define EK_M_OUTCOL 3
+#define EK_M_UNIT0 4
+#define EK_M_LANES 5
+#define EK_M_SLICES 6
+#define EK_M_NVEC 7
+#define EK_M_BAGS 8  // bags per lane group (segmented warp mode; 1 otherwise)
+
+// Table of work unit u: the last t with meta[t].unit0 <= u (binary search; T is small).
+__device__ __forceinline__ int ek_find_table(const i64* meta, int num_tables, i64 u) {
+  int lo = 0, hi = num_tables - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (meta[mid * EK_META_STRIDE + EK_M_UNIT0] <= u) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+// Id codes kept between groups (32-bit, to save registers; the host requires < 2^31 rows):
+// >= 0 a row to read, -1 nothing to do (past the bag's end, or padding), -2 a bad id.
+template <typename I>
+__device__ __forceinline__ int ek_id_code(const I* __restrict__ indices, i64 e, i64 end,
+                                          i64 rows, i64 padding_idx) {
+  if (e >= end) return -1;
+  const i64 id = (i64)indices[e];
+  if (id < 0 || id >= rows) return -2;
+  return id == padding_idx ? -1 : (int)id;
+}
+
+// Byte offset of row `code` (>= 0, < 2^31) of `row_bytes` (< 2^32): a 32 x 32 -> 64-bit
+// multiply (one IMAD.WIDE.U32) instead of a 64 x 64 one in the segmented hot loop (in
+// ek_gather it changed nothing measurable by ptxas but made 16-bit max kernels spill).
+__device__ __forceinline__ u64 ek_row_offset(int code, i64 row_bytes) {
+  return (u64)(u32)code * (u64)(u32)row_bytes;
+}
+
+// Accumulator start: 0 for sum/mean, -inf for max.
+template <bool IS_MAX> __device__ __forceinline__ float ek_acc_init() {
+  return IS_MAX ? ek_bits_to_float(0xFF800000u) : 0.f;
+}
+
+// Accumulate lookups e = first, first + 1, ... (< end) in groups of U, the next group being
+// `step` positions further on: step = U for a warp that owns the bag, WB * U in block mode.
+template <typename T, typename I, int VB, int U, bool IS_MAX, bool HINT>
+__device__ __forceinline__ void ek_gather(
+    const I* __restrict__ indices, const T* __restrict__ psw, const char* __restrict__ rows_base,
+    i64 row_bytes, i64 rows, i64 padding_idx, i64 first, i64 end, i64 step, float* acc,
+    i64& count, u64* err, int table) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  int code[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) code[u] = ek_id_code(indices, first + u, end, rows, padding_idx);
+  for (i64 e = first; e < end; e += step) {
+    EkVec<VB> vals[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (code[u] >= 0) {
+        vals[u] = ek_load_row<VB, HINT>(rows_base + (i64)code[u] * row_bytes);
+      } else {
+#pragma unroll
+        for (int w = 0; w < (VB >= 4 ? VB / 4 : 1); ++w) vals[u].w[w] = 0;
+      }
+    }
+    u32 live = 0;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (code[u] >= 0) live |= 1u << u;
+      if (code[u] == -2) ek_record_bad_id(err, table, e + u);
+    }
+    // ids of the next group, while this group's rows are in flight
+    const i64 en = e + step;
+#pragma unroll
+    for (int u = 0; u < U; ++u) code[u] = ek_id_code(indices, en + u, end, rows, padding_idx);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (live & (1u << u)) {
+        const float scale = (psw != 0) ? to_f32(psw[e + u]) : 1.f;
+#pragma unroll
+        for (int j = 0; j < NE; ++j) {
+          const float x = ek_elem<T, VB>(vals[u], j);
+          if (IS_MAX) {
+            acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+          } else {
+            acc[j] += scale * x;
+          }
+        }
+        count += 1;
+      }
+    }
+  }
+}
+
+template <typename T, int VB>
+__device__ __forceinline__ void ek_write_out(T* out, i64 elem_offset, const float* acc,
+                                             i64 count, int mode) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  EkVec<VB> o;
+#pragma unroll
+  for (int w = 0; w < (VB >= 4 ? VB / 4 : 1); ++w) o.w[w] = 0;
+#pragma unroll
+  for (int j = 0; j < NE; ++j) {
+    float v = acc[j];
+    if (mode == EK_MODE_MEAN && count > 0) v = v / (float)count;
+    if (mode == EK_MODE_MAX && count == 0) v = 0.f;
+    ek_put<T, VB>(o, j, v);
+  }
+  ek_store<VB>((void*)(out + elem_offset), o);
+}
+
+template <typename T, typename I, int VB, int U, bool IS_MAX, bool HINT>
+__device__ __forceinline__ void ek_fast_warp(
+    const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
+    const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
+    i64 total_units, T* __restrict__ out, i64 out_stride, int mode, i64 padding_idx,
+    u64* err) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  const int lane = threadIdx.x & 31;
+  const i64 unit = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (unit >= total_units) return;
+  const int t = ek_find_table(meta, num_tables, unit);
+  const i64* m = meta + t * EK_META_STRIDE;
+  const int lanes = (int)m[EK_M_LANES];
+  const i64 slices = m[EK_M_SLICES];
+  const i64 nvec = m[EK_M_NVEC];
+  const i64 local = unit - m[EK_M_UNIT0];
+  const i64 slice = local % slices;
+  const i64 bag = (local / slices) * (32 / lanes) + lane / lanes;
+  const i64 vec = slice * 32 + (lane & (lanes - 1));
+  if (bag >= batch || vec >= nvec) return;
+  const i64 dim = m[EK_M_DIM];
+  const i64 row_bytes = dim * (i64)sizeof(T);
+  const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
+  const i64 begin = (i64)offsets[t * batch + bag];
+  const i64 end = (i64)offsets[t * batch + bag + 1];
+  float acc[NE];
+#pragma unroll
+  for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+  i64 count = 0;
+  ek_gather<T, I, VB, U, IS_MAX, HINT>(indices, psw, rows_base + vec * VB, row_bytes,
+                                       m[EK_M_ROWS], padding_idx, begin, end, U, acc, count,
+                                       err, t);
+  ek_write_out<T, VB>(out, bag * out_stride + m[EK_M_OUTCOL] + vec * NE, acc, count, mode);
+}
+
+// Segmented warp mode: the lane group owns bags [bag0, bag1) of one table, whose ids are
+// contiguous; rows are loaded U at a time regardless of bag boundaries and each bag's result
+// is written when the stream passes its end (empty bags write zeros).
+template <typename T, typename I, int VB, int U, bool IS_MAX>
+__device__ __forceinline__ void ek_gather_segments(
+    const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
+    const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
+    i64 bag1, T* __restrict__ out, i64 out_stride, i64 out_col, int mode, u64* err,
+    int table) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  // Positions and bag numbers are 32-bit, relative to the group's first id and first bag
+  // (the host launches this mode only for fewer than 2^31 ids and bags): fewer registers.
+  const i64 first = (i64)offs[bag0];
+  const int n = (int)((i64)offs[bag1] - first);
+  const int nb = (int)(bag1 - bag0);
+  const I* __restrict__ ids = indices + first;
+  const T* __restrict__ w8 = psw != 0 ? psw + first : psw;
+  int cur = 0;
+  int cur_end = (int)((i64)offs[bag0 + 1] - first);
+  // the end of the bag after `cur`, loaded one bag ahead so crossing a boundary does not
+  // wait for an offsets load (`n` when `cur` is the group's last bag)
+  int nxt_end = nb > 1 ? (int)((i64)offs[bag0 + 2] - first) : n;
+  float acc[NE];
+#pragma unroll
+  for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+  int count = 0;
+  int code[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) code[u] = ek_id_code(ids, u, n, rows, padding_idx);
+  for (int r = 0; r < n; r += U) {
+    EkVec<VB> vals[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (code[u] >= 0) {
+        vals[u] = ek_load<VB>(rows_base + ek_row_offset(code[u], row_bytes));
+      } else {
+#pragma unroll
+        for (int w = 0; w < (VB >= 4 ? VB / 4 : 1); ++w) vals[u].w[w] = 0;
+      }
+    }
+    u32 live = 0;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (code[u] >= 0) live |= 1u << u;
+      if (code[u] == -2) ek_record_bad_id(err, table, first + r + u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) code[u] = ek_id_code(ids, r + U + u, n, rows, padding_idx);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int p = r + u;
+      if (p < n) {
+        while (p >= cur_end) {  // bag `cur` is complete (possibly empty): write it
+          ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+#pragma unroll
+          for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+          count = 0;
+          cur += 1;
+          cur_end = nxt_end;
+          nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
+        }
+        if (live & (1u << u)) {
+          const float scale = (w8 != 0) ? to_f32(w8[p]) : 1.f;
+#pragma unroll
+          for (int j = 0; j < NE; ++j) {
+            const float x = ek_elem<T, VB>(vals[u], j);
+            if (IS_MAX) {
+              acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+            } else {
+              acc[j] += scale * x;
+            }
+          }
+          count += 1;
+        }
+      }
+    }
+  }
+  while (cur < nb) {  // the last bag with ids, then any empty bags after it
+    ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+#pragma unroll
+    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+    count = 0;
+    cur += 1;
+  }
+}
+
+template <typename T, typename I, int VB, int U, bool IS_MAX>
+__device__ __forceinline__ void ek_fast_seg(
+    const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
+    const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
+    i64 total_units, T* __restrict__ out, i64 out_stride, int mode, i64 padding_idx,
+    u64* err) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  const int lane = threadIdx.x & 31;
+  const i64 unit = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (unit >= total_units) return;
+  const int t = ek_find_table(meta, num_tables, unit);
+  const i64* m = meta + t * EK_META_STRIDE;
+  const int lanes = (int)m[EK_M_LANES];
+  const i64 slices = m[EK_M_SLICES];
+  const i64 nvec = m[EK_M_NVEC];
+  const i64 kb = m[EK_M_BAGS];
+  const i64 local = unit - m[EK_M_UNIT0];
+  const i64 slice = local % slices;
+  const i64 bag0 = ((local / slices) * (32 / lanes) + lane / lanes) * kb;
+  const i64 vec = slice * 32 + (lane & (lanes - 1));
+  if (bag0 >= batch || vec >= nvec) return;
+  const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
+  const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
+  ek_gather_segments<T, I, VB, U, IS_MAX>(
+      indices, offsets + t * batch, psw, rows_base + vec * VB, m[EK_M_DIM] * (i64)sizeof(T),
+      m[EK_M_ROWS], padding_idx, bag0, bag1, out, out_stride, m[EK_M_OUTCOL] + vec * NE, mode,
+      err, t);
+}
+
+// Block mode: one (table, bag, slice) per block of WB warps, lane = vector within the slice.
+template <typename T, typename I, int VB, int U, int WB>
+__device__ __forceinline__ void ek_fast_block(
+    const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
+    const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
+    i64 total_units, T* __restrict__ out, i64 out_stride, int mode, i64 padding_idx,
+    u64* err) {
+  constexpr int NE = EkElems<T, VB>::NE;
+  __shared__ float red[WB][32][NE];
+  __shared__ long long cnt[WB];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const i64 unit = (i64)blockIdx.x;
+  if (unit >= total_units) return;  // uniform over the block
+  const int t = ek_find_table(meta, num_tables, unit);
+  const i64* m = meta + t * EK_META_STRIDE;
+  const i64 slices = m[EK_M_SLICES];
+  const i64 nvec = m[EK_M_NVEC];
+  const i64 local = unit - m[EK_M_UNIT0];
+  const i64 slice = local % slices;
+  const i64 bag = local / slices;
+  const i64 vec = slice * 32 + lane;
+  const bool active = vec < nvec;
+  const i64 dim = m[EK_M_DIM];
+  const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
+  const i64 begin = (i64)offsets[t * batch + bag];
+  const i64 end = (i64)offsets[t * batch + bag + 1];
+  float acc[NE];
+#pragma unroll
+  for (int j = 0; j < NE; ++j) acc[j] = 0.f;
+  i64 count = 0;
+  if (active) {
+    ek_gather<T, I, VB, U, false, false>(indices, psw, rows_base + vec * VB, dim * (i64)sizeof(T),
+                                  m[EK_M_ROWS], padding_idx, begin + (i64)warp * U, end,
+                                  (i64)WB * U, acc, count, err, t);
+  }
+#pragma unroll
+  for (int j = 0; j < NE; ++j) red[warp][lane][j] = acc[j];
+  // Every active lane of a warp counts the same lookups, and lane 0 is always active
+  // (a slice holds at least one vector of the row).
+  if (lane == 0) cnt[warp] = count;
+  __syncthreads();
+  if (warp == 0 && active) {
+    i64 total = 0;
+    for (int w = 0; w < WB; ++w) total += cnt[w];
+#pragma unroll
+    for (int j = 0; j < NE; ++j) {
+      float s = 0.f;
+      for (int w = 0; w < WB; ++w) s += red[w][lane][j];
+      acc[j] = s;
+    }
+    ek_write_out<T, VB>(out, bag * out_stride + m[EK_M_OUTCOL] + vec * NE, acc, total, mode);
+  }
+}
+
+#define EK_FAST_PARAMS(T, I)                                                                  \
+  const I *__restrict__ indices, const I *__restrict__ offsets,                               \
+      const T *__restrict__ weights, const T *__restrict__ psw, const i64 *__restrict__ meta, \
+      int num_tables, i64 batch, i64 total_units, T *__restrict__ out, i64 out_stride,        \
+      int mode, i64 padding_idx, u64 *err
+#define EK_FAST_ARGS                                                                          \
+  indices, offsets, weights, psw, meta, num_tables, batch, total_units, out, out_stride, mode, \
+      padding_idx, err
+
+// ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h], ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>
+#define EK_INST_WARP(KIND, IS_MAX, TN, T, IN, I, VB, U, H, SUFFIX)                    \
+  extern "C" __global__ void __launch_bounds__(256)                                  \
+      ek_fast_warp_##KIND##_##TN##_##IN##_v##VB##_u##U##SUFFIX(EK_FAST_PARAMS(T, I)) { \
+    ek_fast_warp<T, I, VB, U, IS_MAX, H>(EK_FAST_ARGS);                               \
+  }
+#define EK_INST_SEG(KIND, IS_MAX, TN, T, IN, I, VB)                                   \
+  extern "C" __global__ void __launch_bounds__(256)                                  \
+      ek_fast_seg_##KIND##_##TN##_##IN##_v##VB##_u4(EK_FAST_PARAMS(T, I)) {            \
+    ek_fast_seg<T, I, VB, 4, IS_MAX>(EK_FAST_ARGS);                                   \
+  }
+#define EK_INST_BLOCK(WB, TN, T, IN, I, VB)                                            \
+  extern "C" __global__ void __launch_bounds__(WB * 32)                              \
+      ek_fast_block##WB##_sum_##TN##_##IN##_v##VB(EK_FAST_PARAMS(T, I)) {             \
+    ek_fast_block<T, I, VB, 4, WB>(EK_FAST_ARGS);                                     \
+  }
+
+#define EK_INST_VEC(TN, T, IN, I, VB)                      \
+  EK_INST_WARP(sum, false, TN, T, IN, I, VB, 4, false, )   \
+  EK_INST_WARP(max, true, TN, T, IN, I, VB, 4, false, )    \
+  EK_INST_SEG(sum, false, TN, T, IN, I, VB)                \
+  EK_INST_SEG(max, true, TN, T, IN, I, VB)                 \
+  EK_INST_BLOCK(2, TN, T, IN, I, VB)                       \
+  EK_INST_BLOCK(4, TN, T, IN, I, VB)                       \
+  EK_INST_BLOCK(8, TN, T, IN, I, VB)
+
+#define EK_INST_F32(IN, I)                                    \
+  EK_INST_VEC(f32, float, IN, I, 16)                          \
+  EK_INST_VEC(f32, float, IN, I, 8)                           \
+  EK_INST_VEC(f32, float, IN, I, 4)                           \
+  EK_INST_WARP(sum, false, f32, float, IN, I, 16, 2, false, ) \
+  EK_INST_WARP(sum, false, f32, float, IN, I, 16, 8, false, ) \
+  EK_INST_WARP(sum, false, f32, float, IN, I, 16, 16, false, ) \
+  EK_INST_WARP(sum, false, f32, float, IN, I, 16, 4, true, _h) \
+  EK_INST_WARP(sum, false, f32, float, IN, I, 16, 8, true, _h)
+#define EK_INST_16(TN, T, IN, I) \
+  EK_INST_VEC(TN, T, IN, I, 16)  \
+  EK_INST_VEC(TN, T, IN, I, 8)   \
+  EK_INST_VEC(TN, T, IN, I, 4)   \
+  EK_INST_VEC(TN, T, IN, I, 2)
+
+EK_INST_F32(i32, int)
+EK_INST_F32(i64, i64)
+EK_INST_16(f16, f16, i32, int)
+EK_INST_16(f16, f16, i64, i64)
+EK_INST_16(bf16, bf16, i32, int)
+EK_INST_16(bf16, bf16, i64, i64)

@@ -1,0 +1,507 @@
+"""Kernel names and launchers, one function per kernel family.
+
+Names follow the ``extern "C"`` wrappers of ``csrc/*.cu``:
+
+* ``ek_base_<dtype>_<index>``, ``ek_rpf<P>_<dtype>_<index>``, ``ek_base_max_<dtype>_<index>``
+  in ``bag_baseline.cu`` (built once per register cap: OptMT is a cap, not a source change);
+* ``ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h]`` and
+  ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>`` in ``bag_fast.cu``;
+* ``ek_l2p_prefetch`` and ``ek_spin`` in ``l2p.cu``.
+
+dtype is f32/f16/bf16 and index i32/i64. Launchers take tensors already checked by
+:mod:`emb_kernels.validate` and enqueue on PyTorch's current stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from emb_kernels import launch as L
+from emb_kernels.constants import (
+    BASELINE_BLOCK,
+    BASELINE_GRID,
+    FAST_BLOCK_MODE_MIN_POOLING,
+    FAST_BLOCK_THREADS,
+    FAST_BLOCK_WARPS,
+    FAST_DEFAULT_UNROLL,
+    FAST_HINT_UNROLLS,
+    FAST_MAX_ROWS,
+    FAST_META_STRIDE,
+    FAST_SEG_RESIDENT_WARPS_PER_SM,
+    FAST_SEGMENT_ROWS,
+    FAST_SPLIT_MIN_POOLING,
+    FAST_TARGET_WARPS_PER_SM,
+    FAST_UNROLLS_F32_V16,
+    FAST_WAVE_SEGMENTS,
+    L2P_PREFETCH_GRID,
+    L2P_PREFETCH_STEP_BYTES,
+    MODE_CODES,
+    PREFETCH_DISTANCES,
+)
+
+TYPE_NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+INDEX_NAMES = {torch.int32: "i32", torch.int64: "i64"}
+BASELINE_SOURCE = "bag_baseline.cu"
+FAST_SOURCE = "bag_fast.cu"
+L2P_SOURCE = "l2p.cu"
+
+
+# ---------------------------------------------------------------------------- names
+def baseline_name(
+    dtype: torch.dtype, index_dtype: torch.dtype, mode: str, prefetch: int = 0
+) -> str:
+    t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
+    if mode == "max":
+        return f"ek_base_max_{t}_{i}"
+    if prefetch:
+        if prefetch not in PREFETCH_DISTANCES:
+            raise ValueError(
+                f"prefetch_distance must be one of {PREFETCH_DISTANCES}, got {prefetch}"
+            )
+        return f"ek_rpf{prefetch}_{t}_{i}"
+    return f"ek_base_{t}_{i}"
+
+
+def fast_name(
+    dtype: torch.dtype,
+    index_dtype: torch.dtype,
+    is_max: bool,
+    vec_bytes: int,
+    unroll: int,
+    block_warps: int = 0,
+    hint: bool = False,
+    segmented: bool = False,
+) -> str:
+    t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
+    if block_warps:
+        return f"ek_fast_block{block_warps}_sum_{t}_{i}_v{vec_bytes}"
+    kind = "max" if is_max else "sum"
+    if segmented:
+        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u4"
+    return f"ek_fast_warp_{kind}_{t}_{i}_v{vec_bytes}_u{unroll}" + ("_h" if hint else "")
+
+
+def all_kernel_names() -> dict[str, list[str]]:
+    """Every instantiated kernel, by source file (what the compile check looks for)."""
+    base, fast = [], []
+    for dtype in TYPE_NAMES:
+        for idx in INDEX_NAMES:
+            base.append(baseline_name(dtype, idx, "sum"))
+            base.append(baseline_name(dtype, idx, "max"))
+            base.extend(baseline_name(dtype, idx, "sum", p) for p in PREFETCH_DISTANCES)
+            for vb in vec_widths(dtype):
+                for is_max in (False, True):
+                    fast.append(fast_name(dtype, idx, is_max, vb, FAST_DEFAULT_UNROLL))
+                    fast.append(fast_name(dtype, idx, is_max, vb, 4, segmented=True))
+                fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
+            if dtype == torch.float32:
+                fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
+                fast.extend(
+                    fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
+                )
+    return {BASELINE_SOURCE: base, FAST_SOURCE: fast, L2P_SOURCE: ["ek_l2p_prefetch", "ek_spin"]}
+
+
+def vec_widths(dtype: torch.dtype) -> tuple[int, ...]:
+    """Vector widths (bytes per lane per row) instantiated for a dtype, widest first."""
+    return (16, 8, 4) if dtype == torch.float32 else (16, 8, 4, 2)
+
+
+# ---------------------------------------------------------------------------- baseline family
+@dataclass
+class AuxOutputs:
+    """PyTorch's extra outputs of the sum/mean/max kernels (written only when asked for)."""
+
+    offset2bag: Tensor
+    bag_size: Tensor
+    max_indices: Tensor | None
+
+
+def launch_baseline(
+    weight: Tensor,
+    indices: Tensor,
+    offsets: Tensor,
+    out: Tensor,
+    mode: str,
+    per_sample_weights: Tensor | None,
+    padding_idx: int | None,
+    err: Tensor,
+    *,
+    max_registers: int | None = None,
+    prefetch: int = 0,
+    aux: AuxOutputs | None = None,
+    table: int = 0,
+) -> None:
+    """The paper's kernel (baseline/OptMT/RPF): grid 1024 x block (32, 8), offsets B+1 long."""
+    batch = offsets.numel() - 1
+    name = baseline_name(weight.dtype, indices.dtype, mode, 0 if mode == "max" else prefetch)
+    fn = L.get_function(BASELINE_SOURCE, name, max_registers, weight.device)
+    common = [
+        L.ptr(indices),
+        L.ptr(offsets),
+        L.ptr(weight),
+        L.ptr(out),
+        L.ptr(None if aux is None else aux.offset2bag),
+        L.i64(indices.numel()),
+        L.i64(batch),
+        L.i64(weight.shape[1]),
+        L.i64(weight.stride(0)),
+        L.i64(weight.stride(1)),
+    ]
+    pad = -1 if padding_idx is None else padding_idx
+    if mode == "max":
+        args = [
+            *common,
+            L.ptr(None if aux is None else aux.bag_size),
+            L.ptr(None if aux is None else aux.max_indices),
+            L.i64(pad),
+            L.i64(weight.shape[0]),
+            L.ptr(err),
+            L.i32(table),
+        ]
+    else:
+        args = [
+            *common,
+            L.i32(MODE_CODES[mode]),
+            L.ptr(None if aux is None else aux.bag_size),
+            L.ptr(per_sample_weights),
+            L.i64(1),
+            L.i64(pad),
+            L.i64(weight.shape[0]),
+            L.ptr(err),
+            L.i32(table),
+        ]
+    L.launch(fn, (BASELINE_GRID,), BASELINE_BLOCK, args, device=weight.device)
+
+
+def make_aux(indices: Tensor, batch: int, dim: int, mode: str) -> AuxOutputs:
+    return AuxOutputs(
+        offset2bag=torch.empty_like(indices),
+        bag_size=torch.empty(batch, dtype=indices.dtype, device=indices.device),
+        max_indices=(
+            torch.empty(batch, dim, dtype=indices.dtype, device=indices.device)
+            if mode == "max"
+            else None
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- fast
+@dataclass
+class FastPlan:
+    """How one ``fast`` launch splits its work (see csrc/bag_fast.cu for the meta layout)."""
+
+    name: str
+    vec_bytes: int
+    unroll: int
+    block_warps: int  # 0: warp mode (a warp owns up to 32/G bags); else warps per bag
+    hint: bool
+    segmented: bool  # warp mode where lane groups walk several short bags as one stream
+    total_units: int
+    meta: Tensor  # int64 [T * FAST_META_STRIDE] on the device
+    grid: int
+
+    @property
+    def block_mode(self) -> bool:
+        return self.block_warps > 0
+
+    @property
+    def block(self) -> int:
+        return 32 * self.block_warps if self.block_warps else FAST_BLOCK_THREADS
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def plan_fast(
+    *,
+    dtype: torch.dtype,
+    index_dtype: torch.dtype,
+    rows: Sequence[int],
+    dims: Sequence[int],
+    weight_offsets: Sequence[int],
+    out_cols: Sequence[int],
+    out_stride: int,
+    batch: int,
+    mode: str,
+    mean_pooling: float,
+    device: torch.device,
+    unroll: int | None = None,
+    block_warps: int | None = None,
+    hint: bool = False,
+    pointer_align: int = 16,
+    sm_count: int | None = None,
+    table_pooling: Sequence[float] | None = None,
+    segment_rows: int | None = None,
+    segment_bags: int | None = None,
+) -> FastPlan:
+    """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
+
+    ``weight_offsets``/``out_cols``/``out_stride`` are in elements; ``pointer_align`` is the
+    largest power of two dividing both base pointers (weights and output). ``block_warps``:
+    None picks (see :func:`_auto_block_warps`), 0 forces warp mode, 2/4/8 force block mode.
+    In warp mode, tables whose mean pooling (``table_pooling``, default ``mean_pooling``) is
+    below ``segment_rows`` (default FAST_SEGMENT_ROWS; 0 turns it off) get lane groups that
+    walk K = ceil(segment_rows / pooling) bags each (the segmented kernel); by default K is
+    halved until the launch has FAST_TARGET_WARPS_PER_SM warps per SM, an explicit
+    ``segment_rows`` is taken as is. Tables of medium bags (FAST_SEGMENT_ROWS <= pooling <
+    FAST_SPLIT_MIN_POOLING) that would need more than one wave of resident warps in warp mode
+    get K = ceil(units / resident warps) bags per lane group instead (FAST_WAVE_SEGMENTS: one
+    wave, the stream of rows never stopping at a bag start). ``segment_bags`` forces K for
+    every table (warp mode, default unroll, no hints).
+    """
+    if any(r > FAST_MAX_ROWS for r in rows):
+        raise ValueError(
+            f"variant 'fast' supports tables of up to {FAST_MAX_ROWS} rows; use 'baseline' for "
+            f"{max(rows)} rows"
+        )
+    elem = torch.empty(0, dtype=dtype).element_size()
+    vb = None
+    for w in vec_widths(dtype):
+        sizes = [d * elem for d in dims] + [o * elem for o in weight_offsets]
+        sizes += [c * elem for c in out_cols] + [out_stride * elem, pointer_align]
+        if all(s % w == 0 for s in sizes):
+            vb = w
+            break
+    if vb is None:  # pragma: no cover - every width divides the element size
+        raise AssertionError("no vector width fits")
+    if block_warps is None:
+        block_warps = _auto_block_warps(
+            dtype, elem, vb, dims, batch, mode, mean_pooling, device, sm_count
+        )
+    if block_warps and block_warps not in FAST_BLOCK_WARPS:
+        raise ValueError(
+            f"fast: block_warps must be 0 or one of {FAST_BLOCK_WARPS}, got {block_warps}"
+        )
+    if block_warps and mode == "max":
+        raise ValueError("fast: block mode (warps sharing a bag) supports sum and mean, not max")
+    if unroll is None:
+        unroll = FAST_DEFAULT_UNROLL
+    fp32_v16_sum = dtype == torch.float32 and vb == 16 and not block_warps and mode != "max"
+    if unroll != FAST_DEFAULT_UNROLL and not (fp32_v16_sum and unroll in FAST_UNROLLS_F32_V16):
+        raise ValueError(
+            f"fast: unroll {unroll} is instantiated only for float32 sum/mean in warp mode with "
+            f"16-byte rows ({FAST_UNROLLS_F32_V16}); this launch can use {FAST_DEFAULT_UNROLL}"
+        )
+    if hint and not (fp32_v16_sum and unroll in FAST_HINT_UNROLLS):
+        raise ValueError(
+            f"fast: load hints are instantiated only for float32 sum/mean in warp mode with "
+            f"16-byte rows and unroll {FAST_HINT_UNROLLS}"
+        )
+    pooling = list(table_pooling) if table_pooling is not None else [mean_pooling] * len(dims)
+    kbs = [1] * len(dims)
+    can_segment = not block_warps and unroll == FAST_DEFAULT_UNROLL and not hint
+    if segment_bags is not None:
+        if not can_segment:
+            raise ValueError(
+                "fast: segment_bags needs warp mode (block_warps=0), the default unroll and no "
+                "load hints"
+            )
+        if isinstance(segment_bags, bool) or not 1 <= int(segment_bags) <= 64:
+            raise ValueError(f"fast: segment_bags must be from 1 to 64, got {segment_bags!r}")
+        kbs = [int(segment_bags)] * len(dims)
+    elif can_segment:
+        kbs = segment_bag_counts(pooling, segment_rows)
+    shapes = []
+    for d in dims:
+        nvec = d * elem // vb
+        if block_warps or nvec >= 32:
+            shapes.append((nvec, 32, math.ceil(nvec / 32)))
+        else:
+            shapes.append((nvec, _pow2_at_least(nvec), 1))
+
+    def count_units(kbs: list[int]) -> int:
+        per = [1 if block_warps else 32 // lanes for _, lanes, _ in shapes]
+        return sum(math.ceil(batch / (p * k)) * sl for p, k, (_, _, sl) in zip(per, kbs, shapes))
+
+    auto = segment_rows is None and segment_bags is None
+    if auto and any(k > 1 for k in kbs):  # auto: keep the GPU filled
+        if sm_count is None:
+            sm_count = _sm_count(device)
+        while max(kbs) > 1 and count_units(kbs) < FAST_TARGET_WARPS_PER_SM * sm_count:
+            kbs = [max(1, k // 2) for k in kbs]
+    if auto and can_segment and FAST_WAVE_SEGMENTS:
+        medium = [
+            k == 1 and FAST_SEGMENT_ROWS <= p < FAST_SPLIT_MIN_POOLING for k, p in zip(kbs, pooling)
+        ]
+        if any(medium):
+            if sm_count is None:
+                sm_count = _sm_count(device)
+            seg = fast_name(dtype, index_dtype, mode == "max", vb, FAST_DEFAULT_UNROLL,
+                            segmented=True)  # fmt: skip
+            slots = sm_count * resident_warps_per_sm(seg, device)
+            k = math.ceil(count_units(kbs) / slots)
+            if k >= 2:
+                kbs = [min(64, k) if m else kb for kb, m in zip(kbs, medium)]
+    segmented = any(k > 1 for k in kbs)
+    meta: list[int] = []
+    unit = 0
+    for r, d, wo, oc, kb, (nvec, lanes, slices) in zip(
+        rows, dims, weight_offsets, out_cols, kbs, shapes
+    ):
+        per_warp = 1 if block_warps else 32 // lanes
+        units = math.ceil(batch / (per_warp * kb)) * slices
+        meta += [wo, r, d, oc, unit, lanes, slices, nvec, kb, 0]
+        unit += units
+    assert len(meta) == FAST_META_STRIDE * len(dims)
+    grid = unit if block_warps else math.ceil(unit / (FAST_BLOCK_THREADS // 32))
+    return FastPlan(
+        name=fast_name(dtype, index_dtype, mode == "max", vb, unroll, block_warps, hint, segmented),
+        vec_bytes=vb,
+        unroll=unroll,
+        block_warps=block_warps,
+        hint=hint,
+        segmented=segmented,
+        total_units=unit,
+        meta=torch.tensor(meta, dtype=torch.int64).to(device),
+        grid=grid,
+    )
+
+
+def resident_warps_per_sm(kernel: str, device) -> int:
+    """Warps of ``kernel`` (a bag_fast.cu name, 256-thread blocks) resident per SM: read from
+    the loaded kernel on a GPU, FAST_SEG_RESIDENT_WARPS_PER_SM when planning on a CPU."""
+    if torch.device(device).type != "cuda":
+        return FAST_SEG_RESIDENT_WARPS_PER_SM
+    fn = L.get_function(FAST_SOURCE, kernel, None, device)
+    return max(1, L.max_active_blocks(fn, FAST_BLOCK_THREADS)) * (FAST_BLOCK_THREADS // 32)
+
+
+def segment_bag_counts(pooling: Sequence[float], segment_rows: int | None = None) -> list[int]:
+    """Bags per lane group for each table: ceil(segment_rows / mean pooling) for tables whose
+    bags are shorter than ``segment_rows`` ids (at most 64), else 1."""
+    rows = FAST_SEGMENT_ROWS if segment_rows is None else int(segment_rows)
+    if rows <= 0:
+        return [1] * len(pooling)
+    return [max(1, min(64, math.ceil(rows / max(p, 1.0)))) if p < rows else 1 for p in pooling]
+
+
+segment_bags = segment_bag_counts  # the name batched.py and older callers use
+
+
+def _sm_count(device) -> int:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132  # planning on a CPU (tests): an H100
+
+
+def _auto_block_warps(dtype, elem, vb, dims, batch, mode, mean_pooling, device, sm_count) -> int:
+    """Warps per bag when the caller does not say: 0 (warp mode) unless bags are long.
+
+    Long bags (mean >= FAST_BLOCK_MODE_MIN_POOLING) get 8 warps each, for balance. Bags of
+    >= FAST_SPLIT_MIN_POOLING ids get 2 to 8 warps when warp mode would leave the GPU with
+    fewer than FAST_TARGET_WARPS_PER_SM warps per SM (MICRO'24: 2048 bags of 150 ids).
+    """
+    if mode == "max":
+        return 0
+    if mean_pooling >= FAST_BLOCK_MODE_MIN_POOLING:
+        return 8
+    if mean_pooling < FAST_SPLIT_MIN_POOLING:
+        return 0
+    if sm_count is None:
+        sm_count = _sm_count(device)
+    units = 0
+    for d in dims:
+        nvec = d * elem // vb
+        lanes = 32 if nvec >= 32 else _pow2_at_least(nvec)
+        units += math.ceil(batch / (32 // lanes if nvec < 32 else 1)) * math.ceil(nvec / 32)
+    target = FAST_TARGET_WARPS_PER_SM * sm_count
+    for wb in FAST_BLOCK_WARPS:
+        if units * wb >= target:
+            return wb if units < target else 0
+    return FAST_BLOCK_WARPS[-1]
+
+
+def pointer_alignment(*tensors: Tensor) -> int:
+    a = 16
+    for t in tensors:
+        p = t.data_ptr()
+        while a > 1 and p % a:
+            a //= 2
+    return a
+
+
+def launch_fast(
+    plan: FastPlan,
+    indices: Tensor,
+    offsets: Tensor,
+    weights: Tensor,
+    per_sample_weights: Tensor | None,
+    out: Tensor,
+    *,
+    num_tables: int,
+    batch: int,
+    out_stride: int,
+    mode: str,
+    padding_idx: int | None,
+    err: Tensor,
+) -> None:
+    """One launch for all tables (ids concatenated, offsets T*B+1 long)."""
+    if plan.total_units == 0:
+        return
+    if pointer_alignment(weights, out) % plan.vec_bytes:
+        raise ValueError(
+            f"fast: a base pointer is not {plan.vec_bytes}-byte aligned; plan again with "
+            "pointer_align=pointer_alignment(weights, out)"
+        )
+    if plan.segmented and max(indices.numel(), batch) >= 2**31:
+        raise ValueError(
+            "fast: the segmented mode keeps positions in 32 bits; with 2^31 or more ids plan "
+            "with segment_rows=0 (or block_warps) instead"
+        )
+    fn = L.get_function(FAST_SOURCE, plan.name, None, weights.device)
+    args = [
+        L.ptr(indices),
+        L.ptr(offsets),
+        L.ptr(weights),
+        L.ptr(per_sample_weights),
+        L.ptr(plan.meta),
+        L.i32(num_tables),
+        L.i64(batch),
+        L.i64(plan.total_units),
+        L.ptr(out),
+        L.i64(out_stride),
+        L.i32(MODE_CODES[mode]),
+        L.i64(-1 if padding_idx is None else padding_idx),
+        L.ptr(err),
+    ]
+    L.launch(fn, (plan.grid,), (plan.block,), args, device=weights.device)
+
+
+# ---------------------------------------------------------------------------- L2P and timing
+def launch_pin(weight: Tensor, hot_rows: Tensor, step_bytes: int = L2P_PREFETCH_STEP_BYTES) -> None:
+    """Method (a): prefetch.global.L2::evict_last over every hot row of ``weight``."""
+    if weight.stride(1) != 1:
+        raise ValueError("L2 pinning needs rows stored contiguously (weight.stride(1) == 1)")
+    if hot_rows.dtype != torch.int64 or hot_rows.device != weight.device:
+        raise ValueError("hot_rows: expected an int64 tensor on the weight's device")
+    if hot_rows.numel() == 0:
+        return
+    elem = weight.element_size()
+    row_bytes = weight.shape[1] * elem
+    chunks = math.ceil(row_bytes / step_bytes)
+    total = hot_rows.numel() * chunks
+    grid = max(1, min(L2P_PREFETCH_GRID, math.ceil(total / 256)))
+    fn = L.get_function(L2P_SOURCE, "ek_l2p_prefetch", None, weight.device)
+    args = [
+        L.ptr(weight),
+        L.ptr(hot_rows),
+        L.i64(hot_rows.numel()),
+        L.i64(weight.stride(0) * elem),
+        L.i64(row_bytes),
+        L.i64(step_bytes),
+        L.i64(weight.shape[0]),
+    ]
+    L.launch(fn, (grid,), (256,), args, device=weight.device)
+
+
+def launch_spin(nanoseconds: int, device: torch.device | None = None) -> None:
+    """Keep the GPU busy for about ``nanoseconds`` (one thread polling the global timer)."""
+    fn = L.get_function(L2P_SOURCE, "ek_spin", None, device)
+    L.launch(fn, (1,), (1,), [L.u64(nanoseconds)], device=device)

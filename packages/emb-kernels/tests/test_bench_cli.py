@@ -1,0 +1,111 @@
+"""The benchmark's variant names and CLI defaults (CPU; the timing itself needs a GPU)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from emb_kernels import bench
+
+
+def test_parse_variant_names():
+    assert bench.parse_variant("rpf+optmt") == bench.Spec("rpf+optmt", "rpf", "device")
+    assert bench.parse_variant("combined@cap42").max_registers == 42
+    assert bench.parse_variant("fast-seg4").fast_options() == {"block_warps": 0, "segment_bags": 4}
+    assert bench.parse_variant("combined").pin == "prefetch"
+    assert bench.parse_variant("combined-win").pin == "window"
+    assert bench.parse_variant("baseline@cap32").max_registers == 32
+    assert bench.parse_variant("rpf4@capnone") == bench.Spec("rpf4@capnone", "rpf", 0, prefetch=4)
+    assert bench.parse_variant("fast-u16").unroll == 16
+    with pytest.raises(ValueError, match="unknown variant 'warp'"):
+        bench.parse_variant("warp")
+    with pytest.raises(ValueError, match="paper variants only"):
+        bench.parse_variant("fast@cap32")
+
+
+def args_for(argv):
+    args = bench.build_parser().parse_args(argv)
+    bench._defaults(args)
+    return args
+
+
+def test_defaults_and_variant_sets():
+    a = args_for(["--workload", "micro24"])
+    assert (a.num_tables, a.num_embeddings, a.batch_size, a.bag_size, a.batches) == (
+        12,
+        500_000,
+        2048,
+        150,
+        12,
+    )
+    names = [s.name for s in bench.specs_for(a, fbgemm_ok=False)]
+    assert names[0] == "baseline" and "combined" in names and "torch" in names
+    assert "fbgemm" not in names and "combined@cap42" in names
+    assert [s.name for s in bench.specs_for(a, fbgemm_ok=True)][-1] == "fbgemm"  # auto
+    off = args_for(["--workload", "micro24", "--fbgemm", "off"])
+    assert "fbgemm" not in [s.name for s in bench.specs_for(off, fbgemm_ok=True)]
+    assert a.pin_amortize == 12 and a.hotness == "high,medium,low,random"
+    a = args_for(["--workload", "anchor-1table", "--variants", "fast,baseline", "--with-fbgemm"])
+    assert (a.num_embeddings, a.batch_size, a.bag_size) == (4_000_000, 16384, 32)
+    assert [s.name for s in bench.specs_for(a)] == ["baseline", "fast", "fbgemm"]
+    sweep = [s.name for s in bench.specs_for(args_for(["--sweep", "registers"]), fbgemm_ok=True)]
+    assert "fbgemm" not in sweep
+    assert "baseline@cap32" in sweep and "rpf2@capnone" in sweep
+    sweep = [s.name for s in bench.specs_for(args_for(["--sweep", "prefetch"]))]
+    assert sweep[:3] == ["baseline", "baseline@cap32", "rpf1@capnone"] and "rpf8@cap32" in sweep
+    a = args_for(["--workload", "mlperf-multihot"])
+    assert (a.batch_size, a.max_rows, a.spin_us) == (8192, 10_000_000, 6000.0)
+    raw = bench.build_parser().parse_args(["--workload", "anchors", "--batches", "2"])
+    bench._defaults(raw)
+    one = bench.args_for(raw, "anchor-1table")
+    kaggle = bench.args_for(raw, "criteo-kaggle")
+    assert (one.batch_size, one.bag_size, one.batches) == (16384, 32, 2)
+    assert (kaggle.batch_size, kaggle.spin_us, kaggle.batches) == (16384, 6000.0, 2)
+    assert raw.batch_size is None  # the parsed flags are not changed
+    assert "fast-seg4" in [s.name for s in bench.specs_for(one, fbgemm_ok=False)]
+    dlrm = args_for(["--workload", "dlrm"])
+    assert (dlrm.hotness, dlrm.num_tables, dlrm.batch_size) == ("random,high", 12, 2048)
+    assert "fast" in [s.name for s in bench.specs_for(a)]
+    assert bench.parse_variant("fast-block4").fast_options() == {"block_warps": 4}
+    assert bench.parse_variant("fast-u4h").fast_options() == {
+        "unroll": 4,
+        "block_warps": 0,
+        "hint": True,
+    }
+
+
+def test_main_without_gpu_exits_1(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    for wl in ("anchor-1table", "anchors", "dlrm", "micro24"):
+        assert bench.main(["--workload", wl]) == 1
+        assert "need a CUDA GPU" in capsys.readouterr().err
+    for bad in (
+        ["--variants", "nonsense"],
+        ["--workload", "anchors", "--sweep", "registers"],
+        ["--hotness", "lukewarm"],
+        ["--workload", "anchors", "--variants", "fast-u3"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(bad)
+        assert exc.value.code == 2, bad
+    assert isinstance(bench.build_parser(), argparse.ArgumentParser)
+
+
+def test_fbgemm_status_says_why_and_make_tbe_refuses(monkeypatch):
+    from emb_kernels import fbgemm_tbe
+
+    kind, why = fbgemm_tbe.status()
+    assert isinstance(why, str) and why
+    if kind is None:
+        with pytest.raises(RuntimeError, match="FBGEMM TBE is not available"):
+            fbgemm_tbe.make_tbe([])
+
+
+def test_versions_are_filled_without_package_metadata():
+    row = bench.fill_versions({"versions": {}})
+    assert set(row["versions"]) == {"emb-kernels", "rec-common"}
+    assert bench.fill_versions({"versions": {"x": "1"}})["versions"] == {"x": "1"}
