@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# rap-share on a GPU machine, in one call (run from anywhere; < 3 minutes on one H200):
+# the gpu tests, the cost-model profile at a reduced grid (fused-kernel latency + stage
+# capacity, regressors fitted and scored), and plan0 planned with that model and trained for a
+# few steps with and without co-running. Writes two files under $OUT/rap-share/:
+#   run.log       everything printed (tests, accuracy, plan summary, throughput rows)
+#   profile.json  the measured profile; commit it to src/rap_share/profiles/ and fit the
+#                 xgboost model with: python -m rap_share.costmodel fit profile.json --out ...
+#
+#   OUT=/tmp/out bash packages/rap-share/benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+OUT=${OUT:-$PWD/gpu-out}
+DEST="$OUT/rap-share"
+mkdir -p "$DEST"
+export PYTHONPATH=$(ls -d packages/*/src | tr '\n' ':')${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+LOG="$DEST/run.log"
+TMP=$(mktemp -d)
+status=0
+
+step() {  # step NAME TIMEOUT_S CMD...: run, log, remember a failure, go on
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+    [ "$rc" -eq 0 ] || status=1
+}
+
+step env 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+    python3 -c "import torch, numpy; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"numpy\", numpy.__version__)
+for m in (\"highspy\", \"xgboost\", \"jinja2\", \"gurobipy\", \"cudf\"):
+    try:
+        __import__(m); print(m, \"ok\")
+    except Exception as e:
+        print(m, \"missing:\", type(e).__name__)"'
+step tests 240 python3 -m pytest packages/rap-share -m gpu -q -p no:cacheprovider --maxfail=10
+step profile 300 python3 -m rap_share.profile --out "$TMP/prof" --quick
+cp "$TMP/prof/profile.json" "$DEST/profile.json" 2>/dev/null || status=1
+MODEL=$(ls "$TMP"/prof/*.model.json 2>/dev/null | head -1)
+if [ -n "$MODEL" ]; then
+    step evaluate 60 python3 -m rap_share.costmodel evaluate "$TMP/prof/profile.json" --model "$MODEL"
+    # plan0 on one GPU with the measured model; needs highspy for the MILP, else greedy levels
+    SOLVER=highs
+    python3 -c "import highspy" 2>/dev/null || SOLVER=greedy
+    step plan 120 python3 -m rap_share.plan --script plan0 --gpus 1 --batch 4096 --out "$TMP/plan0" \
+        --cost-model "$MODEL" --solver "$SOLVER" --max-table-rows 2000000 --rows 65536
+    if [ -f "$TMP/plan0/train.py" ]; then
+        step train-rap 180 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10
+        step train-no-overlap 180 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10 --no-overlap
+    fi
+fi
+rm -rf "$TMP"
+echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"
+exit $status

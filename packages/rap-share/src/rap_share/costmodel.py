@@ -1,0 +1,354 @@
+"""Predicted latency of a fused kernel, and the latency budget of each training stage.
+
+The kernel model follows RAP: one regressor per op group (:data:`GROUPS`) trained on the
+standalone latency of fused kernels at the reference batch (4096 rows); features are
+``[op index, fuse degree, per-column width]`` (for the 1-D group ``[op index, degree * width,
+1]``), with the width transformed per op (firstx -> min(w, x), ngram -> (w - n' + 1) * n',
+onehot -> num_classes). Other batch sizes scale linearly: ``lat(B) = lat(4096) * (w0 * r + w1)``
+with ``r = B / 4096`` and ``(w0, w1)`` fitted per op from the profile.
+
+Regressors are xgboost (``reg:squarederror``, depth 5, lr 0.05, <= 300 rounds, early stop 10,
+90/10 split) when xgboost imports (``pip install 'rap-share[costmodel]'``); otherwise a
+least-squares fit in log space, and :attr:`CostModel.backend` says which. Accuracy is the
+share of held-out predictions within +-10 % (RAP's metric).
+
+Stage budgets come from the profile's capacity measurement (:mod:`rap_share.profile`). With
+no profile at all, :func:`analytic_model` gives a bandwidth + launch-overhead estimate and the
+paper's A100 stage times, and says it is a fallback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rap_share.constants import A100_STAGE_MS, REF_BATCH, STAGES
+from rap_share.ops import OP_NAMES, spec
+
+GROUPS = ("1d", "bucketize", "firstx", "ngram", "onehot")
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+def cost_width(op: str, params: dict, width: float) -> float:
+    """The width feature of an op (see module docstring)."""
+    if op == "firstx":
+        return float(min(width, params.get("x", width)))
+    if op == "ngram":
+        n = min(params.get("n", 1), width)
+        return float((width - n + 1) * n)
+    if op == "onehot":
+        return float(params.get("num_classes", width))
+    return float(width)
+
+
+def features(op: str, degree: int, width: float) -> list[float]:
+    if spec(op).group == "1d":
+        return [float(OP_NAMES.index(op)), float(degree) * float(width), 1.0]
+    return [float(OP_NAMES.index(op)), float(degree), float(width)]
+
+
+def within(pred: np.ndarray, true: np.ndarray, tol: float = 0.10) -> float:
+    """Share of predictions within +-tol relative error."""
+    if len(true) == 0:
+        return float("nan")
+    return float(np.mean(np.abs(pred - true) <= tol * np.abs(true)))
+
+
+@dataclass
+class CostModel:
+    """Kernel latency (ms) and stage budgets (ms) for one GPU type."""
+
+    backend: str  # "xgboost" | "lstsq" | "analytic"
+    device: str
+    models: dict = field(default_factory=dict)  # group -> serialized model
+    scaling: dict = field(default_factory=dict)  # op -> [w0, w1]
+    stage_ms: dict = field(default_factory=dict)  # stage -> base latency at stage_batch
+    capacity_ms: dict = field(default_factory=dict)  # stage -> budget (ms) at stage_batch
+    stage_batch: int = REF_BATCH
+    accuracy: dict = field(default_factory=dict)  # group -> share within 10 %
+    note: str = ""
+    _boosters: dict = field(default_factory=dict, repr=False)
+    unprofiled: set = field(default_factory=set, repr=False)  # ops costed analytically
+
+    # ------------------------------------------------------------------ predict
+    def kernel_ms(
+        self, op: str, degree: int, width: float, rows: int, params: dict | None = None
+    ) -> float:
+        """Predicted latency (ms) of one fused launch of ``op`` over ``degree`` columns."""
+        if degree <= 0:
+            return 0.0
+        w = cost_width(op, params or {}, width)
+        if self.backend == "analytic":
+            return _analytic_ms(op, degree, w, rows)
+        if spec(op).group not in self.models:  # op group never profiled: say so, estimate
+            self.unprofiled.add(op)
+            return _analytic_ms(op, degree, w, rows)
+        base = float(self._predict_ref(spec(op).group, np.array([features(op, degree, w)]))[0])
+        w0, w1 = self.scaling.get(op, (1.0, 0.0))
+        return max(base * (w0 * rows / REF_BATCH + w1), 1e-4)
+
+    def _predict_ref(self, group: str, x: np.ndarray) -> np.ndarray:
+        if group not in self.models:
+            raise KeyError(f"cost model has no regressor for op group {group!r} (profile it)")
+        m = self.models[group]
+        if self.backend == "xgboost":
+            bst = self._boosters.get(group)
+            if bst is None:
+                import xgboost as xgb
+
+                bst = xgb.Booster()
+                bst.load_model(bytearray(base64.b64decode(m)))
+                self._boosters[group] = bst
+            import xgboost as xgb
+
+            return np.exp(bst.predict(xgb.DMatrix(x)))
+        coef = np.array(m)
+        return np.exp(_design(x) @ coef)
+
+    def stage_budgets(self, batch: int) -> dict[str, float]:
+        """Budget (ms) of each stage at per-GPU batch ``batch`` (linear in batch)."""
+        r = batch / self.stage_batch
+        return {s: self.capacity_ms.get(s, 0.0) * r for s in STAGES}
+
+    def stage_times(self, batch: int) -> dict[str, float]:
+        r = batch / self.stage_batch
+        return {s: self.stage_ms.get(s, 0.0) * r for s in STAGES}
+
+    # ------------------------------------------------------------------ io
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "backend", "device", "models", "scaling", "stage_ms", "capacity_ms", "stage_batch",
+            "accuracy", "note")}  # fmt: skip
+
+    def save(self, path: str | os.PathLike) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_json(), indent=1))
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CostModel:
+        d = json.loads(Path(path).read_text())
+        if d.get("backend") == "xgboost":
+            try:
+                import xgboost  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    f"{path}: this cost model was trained with xgboost, which is not installed; "
+                    "pip install 'rap-share[costmodel]', or refit with python -m "
+                    "rap_share.costmodel fit PROFILE --backend lstsq"
+                ) from None
+        return cls(**d)
+
+
+def _design(x: np.ndarray) -> np.ndarray:
+    """Least-squares features: per-op intercepts and slopes on log(degree), log(width)."""
+    n_ops = len(OP_NAMES)
+    op = x[:, 0].astype(int)
+    ld, lw = np.log(np.maximum(x[:, 1], 1e-9)), np.log(np.maximum(x[:, 2], 1e-9))
+    cols = []
+    for o in range(n_ops):
+        m = (op == o).astype(float)
+        cols += [m, m * ld, m * lw, m * ld * lw, m * ld * ld]
+    return np.stack(cols, 1)
+
+
+def _analytic_ms(op: str, degree: int, width: float, rows: int) -> float:
+    """Fallback: ~6 launches of 5 us plus 24 bytes per value at 1 TB/s."""
+    values = degree * max(width, 1.0) * rows
+    launches = 6 if spec(op).elementwise else 12
+    return launches * 0.005 + values * 24 / 1e12 * 1e3
+
+
+def analytic_model() -> CostModel:
+    """The no-profile fallback: analytic kernel costs, the paper's A100 stage times, and a
+    budget of half of each stage (the artifact measured 50-100 % spare in most stages)."""
+    return CostModel(
+        backend="analytic", device="analytic (no profile)",
+        stage_ms=dict(A100_STAGE_MS), capacity_ms={s: v * 0.5 for s, v in A100_STAGE_MS.items()},
+        note="analytic fallback: no profile of this GPU; run python -m rap_share.profile",
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- fitting
+def fit(profile: dict, backend: str | None = None, seed: int = 0) -> CostModel:
+    """Train the kernel regressors and batch scaling from a profile dict (profile.json)."""
+    rows = profile.get("kernels", [])
+    if not rows:
+        raise ValueError("the profile has no kernel measurements ('kernels' is empty)")
+    if backend is None:
+        try:
+            import xgboost  # noqa: F401
+
+            backend = "xgboost"
+        except ImportError:
+            backend = "lstsq"
+    if backend not in ("xgboost", "lstsq"):
+        raise ValueError(f"backend: expected 'xgboost' or 'lstsq', got {backend!r}")
+    ref = [r for r in rows if r["batch"] == REF_BATCH]
+    if not ref:
+        raise ValueError(f"the profile has no kernels measured at the reference batch {REF_BATCH}")
+    rng = np.random.default_rng(seed)
+    cm = CostModel(backend=backend, device=profile.get("device", "?"))
+    for group in GROUPS:
+        g = [r for r in ref if spec(r["op"]).group == group]
+        if not g:
+            continue
+        x = np.array(
+            [
+                features(r["op"], r["degree"], cost_width(r["op"], r["params"], r["width"]))
+                for r in g
+            ]
+        )
+        y = np.log(np.array([r["ms"] for r in g]))
+        idx = rng.permutation(len(g))
+        n_test = max(1, len(g) // 10) if len(g) >= 10 else 0
+        test, train = idx[:n_test], idx[n_test:]
+        if backend == "xgboost":
+            import xgboost as xgb
+
+            dtrain = xgb.DMatrix(x[train], label=y[train])
+            evals = [(xgb.DMatrix(x[test], label=y[test]), "test")] if n_test else []
+            bst = xgb.train(
+                {"objective": "reg:squarederror", "max_depth": 5, "eta": 0.05, "seed": seed,
+                 "nthread": 2},
+                dtrain, num_boost_round=300, evals=evals,
+                early_stopping_rounds=10 if evals else None, verbose_eval=False,
+            )  # fmt: skip
+            if evals:  # keep exactly the rounds early stopping chose
+                bst = bst[: bst.best_iteration + 1]
+            cm.models[group] = base64.b64encode(bytes(bst.save_raw("ubj"))).decode()
+        else:
+            coef, *_ = np.linalg.lstsq(_design(x[train]), y[train], rcond=None)
+            cm.models[group] = coef.tolist()
+        if n_test:
+            pred = cm._predict_ref(group, x[test])
+            cm.accuracy[group] = within(pred, np.exp(y[test]))
+    cm.scaling = _fit_scaling(rows)
+    st = profile.get("stages", {})
+    cm.stage_ms = {s: st[s]["base_ms"] for s in st}
+    cm.capacity_ms = {s: st[s]["capacity_ms"] for s in st}
+    cm.stage_batch = int(profile.get("stage_batch", REF_BATCH))
+    if not st:
+        fb = analytic_model()
+        cm.stage_ms, cm.capacity_ms = fb.stage_ms, fb.capacity_ms
+        cm.note = "no stage capacity in the profile: stage budgets are the analytic fallback"
+    return cm
+
+
+def _fit_scaling(rows: list[dict]) -> dict[str, list[float]]:
+    """Per op, least squares of lat(B)/lat(4096) on r = B/4096 over matching configs."""
+    base = {(r["op"], r["degree"], r["width"]): r["ms"] for r in rows if r["batch"] == REF_BATCH}
+    out = {}
+    for op in OP_NAMES:
+        rs, ys = [], []
+        for r in rows:
+            b = base.get((op, r["degree"], r["width"])) if r["op"] == op else None
+            if b:
+                rs.append(r["batch"] / REF_BATCH)
+                ys.append(r["ms"] / b)
+        if len(set(rs)) >= 2:
+            a = np.stack([np.array(rs), np.ones(len(rs))], 1)
+            w, *_ = np.linalg.lstsq(a, np.array(ys), rcond=None)
+            out[op] = [float(w[0]), float(w[1])]
+        else:
+            out[op] = [1.0, 0.0]
+    return out
+
+
+def evaluate(cm: CostModel, profile: dict) -> dict:
+    """Share within +-10 % of predictions for every kernel row of a profile (all batches)."""
+    pred = np.array([cm.kernel_ms(r["op"], r["degree"], r["width"], r["batch"], r["params"])
+                     for r in profile["kernels"]])  # fmt: skip
+    true = np.array([r["ms"] for r in profile["kernels"]])
+    return {
+        "within_10pct": within(pred, true),
+        "n": len(true),
+        "median_rel_err": float(np.median(np.abs(pred - true) / true)) if len(true) else math.nan,
+    }
+
+
+def default_model(device_name: str | None = None) -> CostModel:
+    """The shipped model for this GPU (matched by name) if the package has one, else one
+    fitted now from a shipped ``<gpu>.profile.json``, else :func:`analytic_model`."""
+    if device_name is None:
+        import torch
+
+        device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    slug = device_name.lower().replace(" ", "-")
+    if PROFILE_DIR.is_dir():
+        for p in sorted(PROFILE_DIR.glob("*.model.json")):
+            if p.name.removesuffix(".model.json") in slug:
+                try:
+                    return CostModel.load(p)
+                except ImportError:
+                    continue  # an xgboost model without xgboost: refit from the profile
+        for p in sorted(PROFILE_DIR.glob("*.profile.json")):
+            if p.name.removesuffix(".profile.json") in slug:
+                cm = fit(json.loads(p.read_text()))
+                cm.note = f"fitted at load time from {p.name}"
+                return cm
+    return analytic_model()
+
+
+# ---------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rap_share.costmodel fit|evaluate``: (re)fit a profile, or score a model."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m rap_share.costmodel", description=main.__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example:\n  python -m rap_share.costmodel fit prof/profile.json --out "
+        "src/rap_share/profiles/nvidia-h200.model.json\n  python -m rap_share.costmodel evaluate "
+        "prof/profile.json --model prof/nvidia-h200.model.json",
+    )  # fmt: skip
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser(
+        "fit",
+        help="train the regressors of a profile",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    f.add_argument("profile")
+    f.add_argument("--out", required=True, help="model JSON to write")
+    f.add_argument("--backend", choices=["auto", "xgboost", "lstsq"], default="auto")
+    f.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser(
+        "evaluate",
+        help="share of a profile's kernels predicted within 10 %%",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    e.add_argument("profile")
+    e.add_argument("--model", required=True)
+    args = p.parse_args(argv)
+    try:
+        prof = json.loads(Path(args.profile).read_text())
+        if args.cmd == "fit":
+            cm = fit(prof, None if args.backend == "auto" else args.backend, args.seed)
+            cm.note = f"fit on {cm.device}; held-out within 10 %: " + ", ".join(
+                f"{g} {a:.0%}" for g, a in cm.accuracy.items())  # fmt: skip
+            cm.save(args.out)
+            print(f"{cm.backend} model of {cm.device}: held-out within 10 %: "
+                  + ", ".join(f"{g} {a:.0%}" for g, a in cm.accuracy.items())
+                  + f"; wrote {args.out}")  # fmt: skip
+        else:
+            cm = CostModel.load(args.model)
+            ev = evaluate(cm, prof)
+            print(json.dumps(ev | {"accuracy_held_out": cm.accuracy, "backend": cm.backend}))
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The GPU path: one op over many columns at once (horizontal fusion), in device-agnostic torch.
+
+RAP's fused kernel processes C columns in one launch (grid.x = column). Here the C columns
+are concatenated into one flat buffer with a per-value column index ``cid``; per-column
+parameters become small tensors gathered by ``cid``, so one op costs one set of torch launches
+whatever C is, on CUDA tensors on a GPU and on CPU tensors in CI::
+
+    columns  a=[1, 2, 3]  b=[7, 8]          params  max_value: a=10, b=5
+    flat     [1, 2, 3, 7, 8]    cid [0, 0, 0, 1, 1]    max_value[cid] = [10, 10, 10, 5, 5]
+
+List ops (firstx, ngram, onehot) work on the concatenated rows of all columns the same way
+and cost one host synchronisation to size their outputs. Columns of different dtypes in one
+call are processed in one group per dtype. Results equal :mod:`rap_share.reference`
+bit for bit for integer outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rap_share import ops as _ops
+from rap_share.columns import Column
+from rap_share.hashing import K_MUL
+
+_K_MUL_I64 = K_MUL - (1 << 64)
+_CHUNK = 1 << 20  # values per bucketize comparison block (bounds its [n, K] temporary)
+
+
+def run(
+    op: str,
+    columns: Sequence[Column],
+    params: Sequence[dict],
+    names: Sequence[str] | None = None,
+    check: bool = True,
+) -> list[Column]:
+    """Apply ``op`` to every column with its own parameters; returns the new columns in order.
+
+    ``params`` are per column, as :func:`rap_share.ops.normalize` returns them. With
+    ``check`` the input kinds are validated first (cheap, no device sync).
+    """
+    columns, params = list(columns), list(params)
+    if len(columns) != len(params):
+        raise ValueError(f"{op}: {len(columns)} columns but {len(params)} parameter sets")
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(columns))]
+    _ops.spec(op)
+    if not columns:
+        return []
+    if check:
+        for c, p, n in zip(columns, params, names):
+            _ops.check_input(
+                op,
+                n,
+                is_float=c.is_float,
+                is_list=c.is_list,
+                has_nulls=c.valid is not None,
+                params=p,
+            )
+    out: list[Column | None] = [None] * len(columns)
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, c in enumerate(columns):
+        groups.setdefault(c.values.dtype, []).append(i)
+    fn = _ELEMENTWISE.get(op) or _LIST[op]
+    for idx in groups.values():
+        res = fn([columns[i] for i in idx], [params[i] for i in idx])
+        for i, r in zip(idx, res):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- flat views
+def _flat(cols: list[Column]):
+    """(values, cid, valid or None, numel per column) over the concatenated columns."""
+    dev = cols[0].values.device
+    sizes = [int(c.values.shape[0]) for c in cols]
+    v = cols[0].values if len(cols) == 1 else torch.cat([c.values for c in cols])
+    cid = torch.repeat_interleave(
+        torch.arange(len(cols), device=dev), torch.tensor(sizes, device=dev), output_size=sum(sizes)
+    )
+    valid = None
+    if any(c.valid is not None for c in cols):
+        valid = torch.cat(
+            [
+                c.valid if c.valid is not None else torch.ones_like(c.values, dtype=torch.bool)
+                for c in cols
+            ]
+        )
+    return v, cid, valid, sizes
+
+
+def _param(params, key, dtype, device) -> Tensor:
+    return torch.tensor([p[key] for p in params], dtype=dtype, device=device)
+
+
+def _split_like(cols, values: Tensor, valid: Tensor | None, sizes) -> list[Column]:
+    vs = values.split(sizes)
+    ms = valid.split(sizes) if valid is not None else [None] * len(cols)
+    return [
+        Column(v, c.offsets, m if c.valid is not None else None) for c, v, m in zip(cols, vs, ms)
+    ]
+
+
+def _zero_nulls(values: Tensor, valid: Tensor | None) -> Tensor:
+    return values if valid is None else torch.where(valid, values, torch.zeros_like(values))
+
+
+# ---------------------------------------------------------------- elementwise ops
+def _fill_null(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    if valid is None:
+        return [Column(c.values, c.offsets, None) for c in cols]
+    fill = _param(params, "value", torch.float64, v.device)
+    fill = fill.to(v.dtype) if v.is_floating_point() else fill.trunc().to(v.dtype)
+    out = torch.where(valid, v, fill[cid])
+    return [Column(x, c.offsets, None) for c, x in zip(cols, out.split(sizes))]
+
+
+def _srl(x: Tensor, s: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def twang_mix64(k: Tensor) -> Tensor:
+    k = (~k) + (k << 21)
+    k = k ^ _srl(k, 24)
+    k = k + (k << 3) + (k << 8)
+    k = k ^ _srl(k, 14)
+    k = k + (k << 2) + (k << 4)
+    k = k ^ _srl(k, 28)
+    return k + (k << 31)
+
+
+def hash_128_to_64(upper: Tensor, lower: Tensor) -> Tensor:
+    a = (lower ^ upper) * _K_MUL_I64
+    a = a ^ _srl(a, 47)
+    b = (upper ^ a) * _K_MUL_I64
+    b = b ^ _srl(b, 47)
+    return b * _K_MUL_I64
+
+
+def _sigrid_hash(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    salt = _param(params, "salt", torch.int64, v.device)
+    mx = _param(params, "max_value", torch.int64, v.device)
+    h = hash_128_to_64(salt[cid], twang_mix64(v.to(torch.int64)))
+    out = torch.remainder(h, mx[cid])  # floor modulo; max_value 1 gives 0
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+def _bucketize(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    k = max(len(p["borders"]) for p in params)
+    borders = torch.full((len(params), k), float("inf"), dtype=torch.float64, device=v.device)
+    for i, p in enumerate(params):
+        borders[i, : len(p["borders"])] = torch.tensor(p["borders"], dtype=torch.float64)
+    x = v.to(torch.float64)
+    out = torch.empty(x.shape, dtype=torch.int64, device=v.device)
+    for s in range(0, x.numel(), _CHUNK):  # count of borders < x == first border >= x
+        e = min(s + _CHUNK, x.numel())
+        out[s:e] = (borders[cid[s:e]] < x[s:e, None]).sum(1)
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+def _logit(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    eps = _param(params, "eps", torch.float32, v.device)[cid]
+    p = torch.minimum(torch.maximum(v.to(torch.float32), eps), 1.0 - eps)
+    out = torch.log(p / (1.0 - p))
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+def _boxcox(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    lam = _param(params, "lmbda", torch.float32, v.device)[cid]
+    x = v.to(torch.float32)
+    pos = x > 0
+    safe = torch.where(pos, x, torch.ones_like(x))
+    lam_nz = torch.where(lam == 0, torch.ones_like(lam), lam)
+    t = torch.where(lam == 0, torch.log(safe), (torch.pow(safe, lam) - 1.0) / lam_nz)
+    out = torch.where(pos, t, x)
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+def _clamp(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    if v.is_floating_point():
+        lo = _param(params, "lo", v.dtype, v.device)[cid]
+        hi = _param(params, "hi", v.dtype, v.device)[cid]
+    else:
+        lo = torch.tensor([int(p["lo"]) for p in params], dtype=v.dtype, device=v.device)[cid]
+        hi = torch.tensor([int(p["hi"]) for p in params], dtype=v.dtype, device=v.device)[cid]
+    out = torch.minimum(torch.maximum(v, lo), hi)
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+def _mapid(cols, params):
+    v, cid, valid, sizes = _flat(cols)
+    dev = v.device
+    lens = [len(p["map"]) for p in params]
+    table = torch.tensor([m for p in params for m in p["map"]], dtype=torch.int64, device=dev)
+    starts = torch.tensor([0, *lens[:-1]], dtype=torch.int64, device=dev).cumsum(0)
+    n = torch.tensor(lens, dtype=torch.int64, device=dev)[cid]
+    x = v.to(torch.int64)
+    ok = (x >= 0) & (x < n)
+    idx = torch.where(ok, starts[cid] + x, torch.zeros_like(x))
+    out = torch.where(ok, table[idx], torch.zeros_like(x))
+    return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
+
+
+_ELEMENTWISE = {
+    "fill_null": _fill_null, "sigrid_hash": _sigrid_hash, "bucketize": _bucketize,
+    "logit": _logit, "boxcox": _boxcox, "clamp": _clamp, "mapid": _mapid,
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- list ops
+def _rows(cols: list[Column]):
+    """Row view over all columns: values, row lengths, row starts, row column id, rows per column."""
+    dev = cols[0].values.device
+    v = torch.cat([c.values for c in cols]) if len(cols) > 1 else cols[0].values
+    lens = (
+        torch.cat([c.lengths().to(torch.int64) for c in cols])
+        if len(cols) > 1
+        else cols[0].lengths().to(torch.int64)
+    )
+    nrows = [c.num_rows for c in cols]
+    starts = torch.cumsum(lens, 0) - lens
+    rc = torch.repeat_interleave(
+        torch.arange(len(cols), device=dev), torch.tensor(nrows, device=dev), output_size=sum(nrows)
+    )
+    return v, lens, starts, rc, nrows
+
+
+def _emit(cols, values: Tensor, out_lens: Tensor, rc: Tensor, nrows) -> list[Column]:
+    """Split concatenated output rows back into list columns (one host sync for the sizes)."""
+    per_col = torch.zeros(len(cols), dtype=torch.int64, device=values.device)
+    per_col.index_add_(0, rc, out_lens)
+    vs = values.split(per_col.tolist())
+    ls = out_lens.split(nrows)
+    out = []
+    for v, ln in zip(vs, ls):
+        off = torch.zeros(ln.numel() + 1, dtype=torch.int64, device=values.device)
+        torch.cumsum(ln, 0, out=off[1:])
+        out.append(Column(v, off))
+    return out
+
+
+def _gather_rows(lens: Tensor, total: int):
+    """For each output element: its row and its position inside the row."""
+    dev = lens.device
+    row = torch.repeat_interleave(torch.arange(lens.numel(), device=dev), lens, output_size=total)
+    start = torch.cumsum(lens, 0) - lens
+    pos = torch.arange(total, device=dev) - start[row]
+    return row, pos
+
+
+def _firstx(cols, params):
+    v, lens, _starts, rc, nrows = _rows(cols)
+    x = _param(params, "x", torch.int64, v.device)[rc]
+    new = torch.minimum(lens, x)
+    total_in = int(v.numel())
+    row, pos = _gather_rows(lens, total_in)
+    keep = pos < x[row]
+    return _emit(cols, v[keep], new, rc, nrows)
+
+
+def _ngram(cols, params):
+    v, lens, starts, rc, nrows = _rows(cols)
+    n = torch.minimum(_param(params, "n", torch.int64, v.device)[rc], lens)
+    cnt = (lens - n + 1) * n
+    total = int(cnt.sum())
+    row, j = _gather_rows(cnt, total)
+    nn_ = n[row]
+    src = starts[row] + j // nn_ + j % nn_
+    return _emit(cols, v[src], cnt, rc, nrows)
+
+
+def _onehot(cols, params):
+    v, _lens, _starts, rc, nrows = _rows(cols)
+    dev = v.device
+    lower = _param(params, "lower", torch.float64, dev)
+    upper = _param(params, "upper", torch.float64, dev)
+    ncls = _param(params, "num_classes", torch.int64, dev)
+    step = (upper - lower) / ncls.to(torch.float64)
+    i = torch.floor((v.to(torch.float64) - lower[rc]) / step[rc])
+    n = ncls[rc]
+    hit = torch.where((i >= 0) & (i < n.to(torch.float64)), i, torch.full_like(i, -1.0)).to(
+        torch.int64
+    )
+    total = int(n.sum())
+    row, j = _gather_rows(n, total)
+    out = (j == hit[row]).to(torch.int64)
+    return _emit(cols, out, n, rc, nrows)
+
+
+_LIST = {"firstx": _firstx, "ngram": _ngram, "onehot": _onehot}

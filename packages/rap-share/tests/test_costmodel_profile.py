@@ -1,0 +1,126 @@
+"""The profiler runs on CPU at toy size; the cost model fits, scores and plugs into the plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rap_share import costmodel, profile
+from rap_share.constants import STAGES
+from rap_share.planner import make_plan
+
+
+@pytest.fixture(scope="module")
+def prof(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prof")
+    rc = profile.main([
+        "--out", str(out), "--device", "cpu", "--ops", "logit,sigrid_hash,firstx,ngram",
+        "--degrees", "1,2,4,8", "--widths", "1,2,4", "--batches", "256,4096", "--units", "1",
+        "--iters", "2", "--warmup-runs", "1", "--stage-batch", "64", "--max-table-rows", "100",
+        "--embedding-dim", "8", "--bottom-mlp", "16", "--top-mlp", "16-1",
+    ])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_profile_writes_kernels_stages_and_model(prof):
+    d = json.loads((prof / "profile.json").read_text())
+    assert d["device"] == "cpu" and len(d["kernels"]) == 4 * 4 * 3 * 2
+    assert all(r["ms"] > 0 for r in d["kernels"])
+    assert set(d["stages"]) == set(STAGES)
+    for s in STAGES:
+        st = d["stages"][s]
+        assert st["base_ms"] > 0 and st["capacity_units"] in (0, 1)
+        assert (st["capacity_ms"] > 0) == (st["capacity_units"] > 0)
+    cm = costmodel.CostModel.load(prof / "cpu.model.json")
+    assert cm.backend in ("xgboost", "lstsq") and set(cm.capacity_ms) == set(STAGES)
+    assert set(cm.accuracy) <= set(costmodel.GROUPS)
+
+
+@pytest.mark.parametrize("backend", ["xgboost", "lstsq"])
+def test_fit_backends_predict_positive_and_score(prof, backend):
+    if backend == "xgboost":
+        pytest.importorskip("xgboost")
+    d = json.loads((prof / "profile.json").read_text())
+    cm = costmodel.fit(d, backend)
+    assert cm.backend == backend
+    for r in d["kernels"][:10]:
+        assert cm.kernel_ms(r["op"], r["degree"], r["width"], r["batch"], r["params"]) > 0
+    ev = costmodel.evaluate(cm, d)
+    assert 0.0 <= ev["within_10pct"] <= 1.0 and ev["n"] == len(d["kernels"])
+    again = costmodel.CostModel.load(cm.save(prof / f"{backend}.json"))
+    r = d["kernels"][3]
+    a = cm.kernel_ms(r["op"], r["degree"], r["width"], r["batch"], r["params"])
+    b = again.kernel_ms(r["op"], r["degree"], r["width"], r["batch"], r["params"])
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_fit_learns_a_clean_synthetic_profile():
+    """On noiseless synthetic latencies the regressors reach RAP's accuracy metric."""
+    rows = []
+    for op in ("logit", "sigrid_hash", "firstx", "ngram", "bucketize", "onehot"):
+        for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
+            for w in (2, 3, 4, 6, 8, 12, 16):
+                for b in (1024, 4096, 16384):
+                    ms = (0.01 + 1e-4 * d * w) * (0.7 * b / 4096 + 0.3)
+                    rows.append({"op": op, "degree": d, "width": w, "batch": b, "ms": ms,
+                                 "params": {"x": w, "n": 1, "num_classes": w}})  # fmt: skip
+    cm = costmodel.fit({"kernels": rows, "device": "synthetic"}, "lstsq")
+    assert min(cm.accuracy.values()) >= 0.9
+    w0, w1 = cm.scaling["logit"]
+    assert w0 == pytest.approx(0.7, abs=1e-6) and w1 == pytest.approx(0.3, abs=1e-6)
+    assert "within_10pct" in costmodel.evaluate(cm, {"kernels": rows})
+
+
+def test_fit_errors():
+    with pytest.raises(ValueError, match="no kernel measurements"):
+        costmodel.fit({"kernels": []})
+    with pytest.raises(ValueError, match="reference batch"):
+        costmodel.fit({"kernels": [{"op": "logit", "degree": 1, "width": 1, "batch": 8, "ms": 1.0,
+                                    "params": {}}]})  # fmt: skip
+
+
+def test_plan_with_measured_model(prof):
+    cm = costmodel.CostModel.load(prof / "cpu.model.json")
+    plan = make_plan("plan0", 2, 64, cost_model=cm)
+    d = plan.to_json()
+    assert d["cost_model"]["device"] == "cpu"
+    for gp in plan.gpus:
+        sched = gp.schedule
+        for s in STAGES:
+            if s != "grad_comm" or sched.overflow_ms == 0:
+                assert sched.load(s) <= sched.budgets[s] + 1e-9
+
+
+def test_profile_inputs_shapes():
+    cols = profile.make_columns("ngram", 3, 4, 10, torch.device("cpu"))
+    assert len(cols) == 3 and cols[0].num_rows == 10 and cols[0].values.numel() == 40
+    cols = profile.make_columns("fill_null", 2, 1, 10, torch.device("cpu"))
+    assert cols[0].valid is not None
+    assert np.all(profile.make_columns("onehot", 1, 8, 5, "cpu")[0].values.numpy() < 17)
+
+
+def test_profile_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        profile.main(["--out", str(tmp_path), "--ops", "nope"])
+    assert exc.value.code == 2
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc = profile.main(["--out", str(f), "--device", "cpu", "--ops", "logit", "--degrees", "1",
+                       "--widths", "1", "--batches", "4096", "--no-stages", "--iters", "1",
+                       "--warmup-runs", "0", "--no-fit"])  # fmt: skip
+    assert rc == 1 and "is not a folder" in capsys.readouterr().err
+
+
+def test_default_model_from_shipped_files(prof, tmp_path, monkeypatch):
+    monkeypatch.setattr(costmodel, "PROFILE_DIR", tmp_path)
+    assert costmodel.default_model("NVIDIA H200").backend == "analytic"
+    (tmp_path / "nvidia-h200.profile.json").write_text((prof / "profile.json").read_text())
+    cm = costmodel.default_model("NVIDIA H200")
+    assert cm.backend in ("xgboost", "lstsq") and "fitted at load time" in cm.note
+    (tmp_path / "nvidia-h200.model.json").write_text((prof / "cpu.model.json").read_text())
+    assert "fitted at load time" not in costmodel.default_model("NVIDIA H200").note
+    assert costmodel.default_model("NVIDIA A100").backend == "analytic"
