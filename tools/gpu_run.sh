@@ -9,6 +9,11 @@ export PYTHONPATH=$(ls -d packages/*/src | tr '\n' ':')${PYTHONPATH:+:$PYTHONPAT
 if [[ -f .device/fbgemm_unpack.py ]]; then
   export PYTHONPATH=$(python3 .device/fbgemm_unpack.py .device):$PYTHONPATH
 fi
+# Wheels the GPU machine lacks (highspy, xgboost-cpu), carried as .whl (see docs in the device tool).
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
 export PYTHONUNBUFFERED=1 EMB_KERNELS_CACHE=${EMB_KERNELS_CACHE:-$PWD/.emb_cache}
 LIMIT=${GPU_CHECK_LIMIT_S:-240}
 dists=("$@")
