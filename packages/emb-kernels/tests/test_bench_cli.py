@@ -41,7 +41,7 @@ def test_defaults_and_variant_sets():
     )
     names = [s.name for s in bench.specs_for(a, fbgemm_ok=False)]
     assert names[0] == "baseline" and "combined" in names and "torch" in names
-    assert "fbgemm" not in names and "combined@cap42" in names
+    assert "fbgemm" not in names and "combined-rpf2@cap42" in names
     assert [s.name for s in bench.specs_for(a, fbgemm_ok=True)][-1] == "fbgemm"  # auto
     off = args_for(["--workload", "micro24", "--fbgemm", "off"])
     assert "fbgemm" not in [s.name for s in bench.specs_for(off, fbgemm_ok=True)]

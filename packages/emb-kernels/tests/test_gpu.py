@@ -306,11 +306,40 @@ def test_fast_wave_segmented_medium_bags(segment_bags, dtype, tol):
     fast = {} if segment_bags is None else {"segment_bags": segment_bags}
     for mode, w in (("sum", psw), ("mean", None), ("max", None)):
         launcher = ops.make_launcher(weight, ids, offsets, mode, w, 7, variant="fast", fast=fast)
-        assert launcher.plan.segmented, launcher.plan
+        assert launcher.plan.segmented or segment_bags is None, launcher.plan
         launcher.out.fill_(float("nan"))
         launcher()
         ref = truth(weight, ids, offsets, mode, w, 7)
         assert_close(launcher.out, ref, tol, f"wave-segmented K={segment_bags} {mode}")
+
+
+@pytest.mark.parametrize("block_warps", [None, 0])
+def test_batched_longest_first_order_keeps_tables_apart(block_warps):
+    # pooling 20, 100, 40: units are numbered table 1, 2, 0 (longest chain first); offsets,
+    # outputs and bad-id reports must still follow the table index
+    from rec_common.generators import BatchGenerator, FeatureSpec
+
+    feats = [FeatureSpec(f"f{i}", rows=n, dim=d, pooling=f"fixed:{p}")
+             for i, (n, d, p) in enumerate([(300, 64, 20), (700, 128, 100), (90, 32, 40)])]  # fmt: skip
+    batch = BatchGenerator(feats, seed=4).batch(333).to("cuda")
+    opts = {} if block_warps is None else {"block_warps": block_warps}
+    tbe = emb_kernels.TableBatchedEmbeddingBags([300, 700, 90], [64, 128, 32], device="cuda",
+                                                validate=False, fast_options=opts)  # fmt: skip
+    out = tbe(batch)
+    plan = next(iter(tbe._plans.values()))
+    assert plan.meta.view(3, -1)[:, 9].tolist() == [1, 2, 0], plan
+    ref = torch.cat([embedding_bag_reference(tbe.table(t).cpu().double(),
+                                             *[x.cpu() for x in batch.feature(t)[:2]])
+                     for t in range(3)], 1)  # fmt: skip
+    assert_close(out, ref, 2e-6, f"longest first, block_warps={block_warps}")
+    bad = batch.values[2].clone()
+    bad[5] = 90
+    from rec_common.jagged import JaggedBatch
+
+    broken = JaggedBatch(batch.keys, [batch.values[0], batch.values[1], bad], batch.offsets)
+    tbe(broken)
+    with pytest.raises(ValueError, match="#2"):
+        emb_kernels.check_errors()
 
 
 def test_device_cap_and_batched_pinning():

@@ -73,9 +73,9 @@ def test_fast_plan_picks_modes():
             mean_pooling=pooling, device="cpu", sm_count=132, **kw,
         )  # fmt: skip
 
-    # the anchor: 16384 bags of 32 need ~4 waves of warps -> segmented, one wave
-    assert plan(32, 16384).name == "ek_fast_seg_sum_f32_i64_v16_u4"
-    assert plan(32, 2048).name == "ek_fast_warp_sum_f32_i64_v16_u4"  # one wave already
+    # the anchor: bags of 32 -> 2 warps per bag (H200: block2 beat warp and segmented)
+    assert plan(32, 16384).name == "ek_fast_block2_sum_f32_i64_v16"
+    assert plan(20, 2048).name == "ek_fast_warp_sum_f32_i64_v16_u4"  # short bags: warp mode
     assert plan(150, 2048).block_warps == 4  # MICRO'24: 2048 bags would leave SMs idle
     assert plan(1000, 100_000).block_warps == 8  # long bags
     one_hot = plan(1, 26 * 16384)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emb_kernels import kernels, occupancy, ops
-from emb_kernels.constants import DEVICE_CAP, FAST_SEG_RESIDENT_WARPS_PER_SM
+from emb_kernels.constants import DEVICE_CAP
 
 
 def test_blocks_and_waves_follow_the_register_allocation():
@@ -58,22 +58,67 @@ def anchor_plan(**kw):
     return kernels.plan_fast(**args)
 
 
-def test_medium_bags_go_segmented_so_one_wave_holds_them():
-    plan = anchor_plan()
-    k = -(-16384 // (132 * FAST_SEG_RESIDENT_WARPS_PER_SM))  # ceil(units / resident warps)
-    assert plan.segmented and plan.name == "ek_fast_seg_sum_f32_i64_v16_u4"
-    assert plan.total_units == -(-16384 // k) <= 132 * FAST_SEG_RESIDENT_WARPS_PER_SM
-    assert int(plan.meta[8]) == k  # bags per lane group
-    # a batch that already fits in one wave stays in plain warp mode
-    small = anchor_plan(batch=2000)
-    assert not small.segmented and small.total_units == 2000
-    # forced K, and forced plain warp mode
-    assert int(anchor_plan(segment_bags=4).meta[8]) == 4
-    assert not anchor_plan(segment_rows=0).segmented
+def test_medium_bags_share_a_block_and_segments_stay_forceable():
+    plan = anchor_plan()  # L 32, 16384 bags: block2 (H200: 75.1 / 47.0 us vs warp 75.6 / 54.9)
+    assert plan.block_warps == 2 and plan.name == "ek_fast_block2_sum_f32_i64_v16"
+    assert anchor_plan(mean_pooling=20.0).block_warps == 0  # < 32 ids: warp mode
+    assert anchor_plan(mean_pooling=48.0, batch=500).block_warps == 2  # at most mean / 16
+    assert anchor_plan(mean_pooling=150.0, batch=2048).block_warps == 4  # micro24: fill the GPU
+    assert anchor_plan(mode="max").block_warps == 0
+    # wave segments are off by default (no gain on the H200); forced K and plain warp remain
+    assert not anchor_plan(block_warps=0).segmented
+    k = int(anchor_plan(segment_bags=4).meta[8])
+    assert k == 4 and anchor_plan(segment_bags=4).segmented
+    assert not anchor_plan(segment_rows=0, block_warps=0).segmented
     with pytest.raises(ValueError, match="segment_bags needs warp mode"):
         anchor_plan(segment_bags=4, block_warps=2)
     with pytest.raises(ValueError, match="from 1 to 64"):
         anchor_plan(segment_bags=65)
+
+
+def test_tables_are_numbered_longest_chain_first():
+    pooling = [3.0, 2.0, 1.0, 100.0, 27.0]
+    plan = anchor_plan(rows=[1000] * 5, dims=[128] * 5, weight_offsets=[0] * 5,
+                       out_cols=[128 * i for i in range(5)], out_stride=640, batch=8192,
+                       mean_pooling=sum(pooling) / 5, table_pooling=pooling)  # fmt: skip
+    meta = plan.meta.view(5, -1)
+    order = meta[:, 9].tolist()
+    assert order[:2] == [3, 4] and sorted(order) == [0, 1, 2, 3, 4]
+    assert meta[:, 4].tolist() == sorted(meta[:, 4].tolist())  # first units ascend
+    assert meta[0, 3] == 128 * 3  # columns follow the table, not the position
+    same = anchor_plan(rows=[1000] * 5, dims=[128] * 5, weight_offsets=[0] * 5,
+                       out_cols=[128 * i for i in range(5)], out_stride=640, batch=8192,
+                       mean_pooling=sum(pooling) / 5, table_pooling=pooling,
+                       longest_first=False)  # fmt: skip
+    assert same.meta.view(5, -1)[:, 9].tolist() == [0, 1, 2, 3, 4]
+    assert same.total_units == plan.total_units
+
+
+def test_prefetch_distance_goes_with_the_cap():
+    # cap 32 leaves no register for a second row (H200: P1 86.3 < P2 91.6 < P4 104.7 us)
+    assert occupancy.pick_prefetch_distance(32) == 1
+    # cap 42 / none: Little's law, 40 warps/SM x P >= 204 rows (H200 sweep: P8 best)
+    assert occupancy.rows_in_flight_needed(132) == 204
+    assert occupancy.pick_prefetch_distance(42) == 8 == occupancy.pick_prefetch_distance(None)
+    assert occupancy.pick_prefetch_distance(42, one_row_spills=True) == 1
+    assert occupancy.pick_prefetch_distance(42, sm_count=108, bandwidth_bytes_s=1.8e12) == 4
+    assert ops.resolve_variant("combined").prefetch == "device"
+    assert ops.resolve_variant("combined", prefetch_distance=2).prefetch == 2
+    assert ops.resolve_variant("rpf").prefetch == 2  # the paper's rpf keeps its default
+    with pytest.raises(ValueError, match="at least one prefetch distance"):
+        occupancy.pick_prefetch_distance(42, distances=())
+
+
+def test_concat_batch_matches_concat_values():
+    from emb_kernels.batched import concat_batch
+    from rec_common.jagged import JaggedBatch
+
+    lengths = [torch.tensor([2, 0, 3]), torch.tensor([0, 0, 0]), torch.tensor([4, 1, 2])]
+    values = [torch.arange(5), torch.arange(0), torch.arange(7)]
+    batch = JaggedBatch.from_lengths(["a", "b", "c"], values, lengths)
+    v, o = batch.concat_values()
+    v2, o2 = concat_batch(batch, [5, 0, 7])
+    assert torch.equal(v, v2) and torch.equal(o, o2)
 
 
 def test_long_and_short_bags_keep_their_modes():

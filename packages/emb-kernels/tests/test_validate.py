@@ -100,8 +100,10 @@ def test_weights_modes_padding_and_variant_options():
 
 
 def test_variant_resolution():
-    assert ops.resolve_variant("combined") == ops.VariantConfig("combined", "device", 2, True)
-    assert ops.resolve_variant("combined", 42) == ops.VariantConfig("combined", 42, 2, True)
+    assert ops.resolve_variant("combined") == ops.VariantConfig(
+        "combined", "device", "device", True
+    )
+    assert ops.resolve_variant("combined", 42) == ops.VariantConfig("combined", 42, "device", True)
     assert ops.resolve_variant("optmt", max_registers=0).max_registers is None
     assert ops.resolve_variant("rpf", prefetch_distance=8).prefetch == 8
     assert ops.resolve_variant("baseline", max_registers=40) == ops.VariantConfig(

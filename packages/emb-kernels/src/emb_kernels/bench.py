@@ -17,6 +17,7 @@ combined-rpfP (pin method (a): the evict_last prefetch kernel), l2p-win+optmt an
 combined is the device's (emb_kernels.occupancy: 32 on 132-SM GPUs, 42 on an A100);
 NAME@capN sets one (NAME@capnone: none); fast (auto), fast-warp, fast-blockW (W warps per
 bag), fast-uU (rows in flight), fast-uUh (load hints), fast-noseg (no segmented mode),
+fast-tableorder (work units in table order, not longest first),
 fast-segK (K bags per lane group); torch; fbgemm (FBGEMM TBE, inference or training op).
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
 those alone (table-batched ones time the whole forward: one launch for fast, one per table
@@ -51,14 +52,15 @@ EXAMPLE = """examples:
 
 PACKAGE = "emb-kernels"
 MICRO24_VARIANTS = (
-    "baseline", "optmt", "rpf+optmt", "l2p+optmt", "combined", "optmt@cap42", "rpf+optmt@cap42",
-    "combined@cap42", "l2p-win+optmt", "fast", "fast-warp", "fast-block8", "torch",
+    "baseline", "optmt", "rpf+optmt", "l2p+optmt", "combined", "combined-rpf2", "optmt@cap42",
+    "rpf+optmt@cap42", "combined-rpf2@cap42", "l2p-win+optmt", "fast", "fast-warp",
+    "fast-block8", "torch",
 )  # fmt: skip
 ANCHOR_VARIANTS = (
     "baseline", "optmt", "rpf+optmt", "fast", "fast-warp", "fast-u8", "fast-seg2", "fast-seg4",
-    "fast-seg8", "fast-block2", "torch",
+    "fast-block4", "torch",
 )  # fmt: skip
-BATCHED_VARIANTS = ("baseline", "optmt", "fast", "fast-noseg", "torch")
+BATCHED_VARIANTS = ("baseline", "optmt", "fast", "fast-noseg", "fast-tableorder", "torch")
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
 ANCHOR_WORKLOADS = ("anchor-1table", *BATCHED_WORKLOADS)
 WORKLOADS = ("micro24", "anchors", *ANCHOR_WORKLOADS, "dlrm")
@@ -88,6 +90,7 @@ class Spec:
     hint: bool = False  # fast: L1::no_allocate + L2::256B load hints
     segment_rows: int | None = None  # fast: 0 turns the segmented (short-bag) mode off
     segment_bags: int | None = None  # fast: K bags per lane group (segmented mode forced)
+    longest_first: bool | None = None  # fast: False numbers work units in table order
 
     def fast_options(self) -> dict:
         opts = {
@@ -95,6 +98,7 @@ class Spec:
             "block_warps": self.block_warps,
             "segment_rows": self.segment_rows,
             "segment_bags": self.segment_bags,
+            "longest_first": self.longest_first,
         }
         opts = {k: v for k, v in opts.items() if v is not None}
         return {**opts, "hint": True} if self.hint else opts
@@ -121,6 +125,7 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
         "fast": Spec(name, "fast"),
         "fast-warp": Spec(name, "fast", block_warps=0),
         "fast-noseg": Spec(name, "fast", block_warps=0, segment_rows=0),
+        "fast-tableorder": Spec(name, "fast", longest_first=False),
         "fast-u4h": Spec(name, "fast", unroll=4, block_warps=0, hint=True),
         "fast-u8h": Spec(name, "fast", unroll=8, block_warps=0, hint=True),
         "torch": Spec(name, "torch"),

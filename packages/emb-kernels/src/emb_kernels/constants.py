@@ -12,7 +12,14 @@ BASELINE_GRID = 1024  # blocks, fixed, as PyTorch 2.1 launches it
 BASELINE_BLOCK = (32, 8)  # threads: x = column within a 32-column slice, y = warp in block
 DEFAULT_MAX_REGISTERS = 42  # the paper's OptMT cap: 42/thread costs what 48 does (A100)
 DEVICE_CAP = "device"  # the variants' default cap: chosen per GPU (emb_kernels.occupancy)
-DEFAULT_PREFETCH_DISTANCE = 2  # RPF: lv0/lv1 in the artifact
+DEFAULT_PREFETCH_DISTANCE = 2  # RPF: lv0/lv1 in the artifact (the 'rpf' variant's default)
+DEVICE_PREFETCH = "device"  # combined's default distance: chosen with the cap (occupancy.py)
+# RPF depth rule (emb_kernels.occupancy.pick_prefetch_distance), sm_90 ptxas, fp32/int64:
+RPF_MIN_REGISTERS = 40  # fewest registers the one-lookup kernel takes without spilling
+# (H200 report: cap 40/42 -> 40 regs, 0 B local; cap 32 -> 32 regs + 32 B local)
+RPF_UNCAPPED_REGISTERS = 44  # the one-lookup kernel (baseline/rpf1) without a cap
+RPF_LOAD_LATENCY_S = 0.8e-6  # loaded HBM latency used for Little's law (Hopper, ~0.6-1 us)
+RPF_WARP_ROW_BYTES = 128  # one lookup of one warp: 32 columns x 4 bytes
 PREFETCH_DISTANCES = (1, 2, 4, 8)  # instantiated in csrc/bag_baseline.cu
 SWEEP_REGISTER_CAPS = (32, 40, 42, 48, 56, 64, None)  # None: no cap
 
@@ -22,17 +29,26 @@ FAST_DEFAULT_UNROLL = 4  # rows in flight per lane (anchor, H100: u4 104 us < u8
 FAST_UNROLLS_F32_V16 = (2, 4, 8, 16)  # instantiated for fp32 with 16-byte vectors (the sweep)
 FAST_HINT_UNROLLS = (4, 8)  # fp32 16-byte loads with L1::no_allocate + L2::256B hints
 FAST_BLOCK_WARPS = (2, 4, 8)  # block mode: warps sharing one bag
-FAST_BLOCK_MODE_MIN_POOLING = 256  # mean ids per bag from which a block (not a warp) owns a bag
-FAST_SPLIT_MIN_POOLING = 64  # ... and from which a bag may be split to fill the GPU
+FAST_BLOCK_MODE_MIN_POOLING = 256  # mean ids per bag from which 8 warps own a bag
+FAST_SPLIT_MIN_POOLING = 32  # ... and from which 2-8 warps share a bag (each warp then walks
+# >= 16 ids = 4 groups of 4 rows). H200: anchor L 32 block2 75.1 us vs warp 75.6 (uniform),
+# 47.0 vs 54.9 (zipf 1.1); micro24 L 150: block4 45.5 vs warp 47.9 (H100: 64, no L 32 data)
 FAST_TARGET_WARPS_PER_SM = 48  # split bags until warp units reach this many per SM
 FAST_SEGMENT_ROWS = 16  # segmented warp mode: a lane group walks bags until ~this many ids
 # Medium bags (FAST_SEGMENT_ROWS..FAST_SPLIT_MIN_POOLING ids, e.g. the anchor's 32) that need
 # more than one wave of warps also go segmented, K bags per lane group so one wave holds them
 # (reasoned, not yet measured: the anchor's warp mode idles ~2 load latencies per bag start).
-FAST_WAVE_SEGMENTS = True
+# Measured on the H200: no gain (anchor seg4 76.1 vs warp 75.6 us; zipf 55.5 vs 54.9) and a
+# tail on mlperf-multihot (its 27-id table got K = 13: 631 lane groups of 351 rows each,
+# fast 256.4 vs fast-noseg 239.0 us), so off; plan_fast still takes segment_bags to force it.
+FAST_WAVE_SEGMENTS = False
 FAST_SEG_RESIDENT_WARPS_PER_SM = 32  # CPU planning only (fp32 16-byte segmented kernel: 64
 # registers on sm_90 -> 4 blocks of 8 warps); on a GPU it is read from the loaded kernel
 FAST_META_STRIDE = 10  # int64 fields per table in the fast kernels' meta (csrc/bag_fast.cu)
+# Tables go into a launch longest work unit first (meta field 9 = the table's index): units
+# are dispatched in order, so long chains (mlperf's 100-id bags) start first and the short
+# ones fill the tail (longest-processing-time-first scheduling).
+FAST_LONGEST_FIRST = True
 FAST_MAX_ROWS = 2**31 - 1  # fast keeps validated ids in 32-bit registers
 
 # --- L2 pinning
@@ -47,4 +63,5 @@ VARIANTS = ("baseline", "optmt", "rpf", "l2p", "combined", "fast")
 
 # --- hardware reference points (for notes and bandwidth floors)
 H100_COPY_TBPS = 3.0  # device-to-device copy, bytes read + written, measured on the lent H100
+H200_COPY_TBPS = 4.3  # the same on the lent H200 (results/emb-kernels/anchors.jsonl, copy row)
 A100_PERSISTING_L2_MAX = 30 * 2**20  # bytes; the paper's GPU

@@ -30,6 +30,7 @@ from emb_kernels.constants import (
     FAST_BLOCK_WARPS,
     FAST_DEFAULT_UNROLL,
     FAST_HINT_UNROLLS,
+    FAST_LONGEST_FIRST,
     FAST_MAX_ROWS,
     FAST_META_STRIDE,
     FAST_SEG_RESIDENT_WARPS_PER_SM,
@@ -240,6 +241,7 @@ def plan_fast(
     table_pooling: Sequence[float] | None = None,
     segment_rows: int | None = None,
     segment_bags: int | None = None,
+    longest_first: bool | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -254,7 +256,8 @@ def plan_fast(
     FAST_SPLIT_MIN_POOLING) that would need more than one wave of resident warps in warp mode
     get K = ceil(units / resident warps) bags per lane group instead (FAST_WAVE_SEGMENTS: one
     wave, the stream of rows never stopping at a bag start). ``segment_bags`` forces K for
-    every table (warp mode, default unroll, no hints).
+    every table (warp mode, default unroll, no hints). ``longest_first`` (default
+    FAST_LONGEST_FIRST) numbers the tables' units longest chain first (:func:`launch_order`).
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -271,6 +274,8 @@ def plan_fast(
             break
     if vb is None:  # pragma: no cover - every width divides the element size
         raise AssertionError("no vector width fits")
+    if block_warps is None and segment_bags is not None:
+        block_warps = 0  # forcing lane groups of K bags forces warp mode
     if block_warps is None:
         block_warps = _auto_block_warps(
             dtype, elem, vb, dims, batch, mode, mean_pooling, device, sm_count
@@ -340,14 +345,15 @@ def plan_fast(
             if k >= 2:
                 kbs = [min(64, k) if m else kb for kb, m in zip(kbs, medium)]
     segmented = any(k > 1 for k in kbs)
+    order = launch_order(pooling, kbs, block_warps, longest_first)
     meta: list[int] = []
     unit = 0
-    for r, d, wo, oc, kb, (nvec, lanes, slices) in zip(
-        rows, dims, weight_offsets, out_cols, kbs, shapes
-    ):
+    for t in order:
+        nvec, lanes, slices = shapes[t]
         per_warp = 1 if block_warps else 32 // lanes
-        units = math.ceil(batch / (per_warp * kb)) * slices
-        meta += [wo, r, d, oc, unit, lanes, slices, nvec, kb, 0]
+        units = math.ceil(batch / (per_warp * kbs[t])) * slices
+        meta += [weight_offsets[t], rows[t], dims[t], out_cols[t], unit, lanes, slices, nvec,
+                 kbs[t], t]  # fmt: skip
         unit += units
     assert len(meta) == FAST_META_STRIDE * len(dims)
     grid = unit if block_warps else math.ceil(unit / (FAST_BLOCK_THREADS // 32))
@@ -362,6 +368,24 @@ def plan_fast(
         meta=torch.tensor(meta, dtype=torch.int64).to(device),
         grid=grid,
     )
+
+
+def launch_order(
+    pooling: Sequence[float],
+    kbs: Sequence[int],
+    block_warps: int = 0,
+    longest_first: bool | None = None,
+) -> list[int]:
+    """Tables in the order their work units are numbered (and so dispatched): longest chain
+    of rows per unit first (ids per bag x bags per lane group, / warps per bag in block mode),
+    ties in table order. Blocks start in index order, so a table of long bags numbered last
+    (mlperf-multihot's 100-id table) would run alone at the end; first, the short units of
+    the other tables fill in behind it. ``longest_first=False`` (default FAST_LONGEST_FIRST)
+    keeps table order."""
+    if not (FAST_LONGEST_FIRST if longest_first is None else longest_first):
+        return list(range(len(kbs)))
+    work = [p * k / max(1, block_warps) for p, k in zip(pooling, kbs)]
+    return sorted(range(len(kbs)), key=lambda t: -work[t])
 
 
 def resident_warps_per_sm(kernel: str, device) -> int:
@@ -392,11 +416,14 @@ def _sm_count(device) -> int:
 
 
 def _auto_block_warps(dtype, elem, vb, dims, batch, mode, mean_pooling, device, sm_count) -> int:
-    """Warps per bag when the caller does not say: 0 (warp mode) unless bags are long.
+    """Warps per bag when the caller does not say: 0 (warp mode) for short bags.
 
     Long bags (mean >= FAST_BLOCK_MODE_MIN_POOLING) get 8 warps each, for balance. Bags of
-    >= FAST_SPLIT_MIN_POOLING ids get 2 to 8 warps when warp mode would leave the GPU with
-    fewer than FAST_TARGET_WARPS_PER_SM warps per SM (MICRO'24: 2048 bags of 150 ids).
+    >= FAST_SPLIT_MIN_POOLING ids get the fewest of 2, 4, 8 warps that gives the launch
+    FAST_TARGET_WARPS_PER_SM warps per SM (MICRO'24's 2048 bags of 150 ids: 4), at least 2
+    (the H200 anchor, 16384 bags of 32: block2 beat warp mode, 75.1 vs 75.6 us uniform and
+    47.0 vs 54.9 zipf: half the rows per warp chain, 56 instead of 62 registers) and at most
+    mean / 16, so every warp still walks >= 4 groups of 4 rows.
     """
     if mode == "max":
         return 0
@@ -412,10 +439,11 @@ def _auto_block_warps(dtype, elem, vb, dims, batch, mode, mean_pooling, device, 
         lanes = 32 if nvec >= 32 else _pow2_at_least(nvec)
         units += math.ceil(batch / (32 // lanes if nvec < 32 else 1)) * math.ceil(nvec / 32)
     target = FAST_TARGET_WARPS_PER_SM * sm_count
+    most = max([wb for wb in FAST_BLOCK_WARPS if wb * 16 <= mean_pooling] or [FAST_BLOCK_WARPS[0]])
     for wb in FAST_BLOCK_WARPS:
-        if units * wb >= target:
-            return wb if units < target else 0
-    return FAST_BLOCK_WARPS[-1]
+        if units * wb >= target or wb >= most:
+            return min(wb, most)
+    return most
 
 
 def pointer_alignment(*tensors: Tensor) -> int:

@@ -15,6 +15,17 @@ does (the fewest spills):
 32
 >>> waves(1024, 132, blocks_per_sm(42))
 2
+
+The register prefetch (RPF) depth goes with the cap (:func:`pick_prefetch_distance`): a
+row in flight lives in registers (a 64-bit address and the loaded value); when the cap is
+below what the one-lookup kernel needs without spilling, there is no register for a second
+row and extra rows become local-memory spills (H200 sweep at cap 32: P1 86.3 us, P2 91.6,
+P4 104.7, P8 121.9). Otherwise the depth is what Little's law asks of the resident warps:
+
+>>> pick_prefetch_distance(32)  # H100/H200 cap: no register to spare -> one row
+1
+>>> pick_prefetch_distance(42)  # 40 warps/SM x P rows >= ~204 rows in flight per SM
+8
 """
 
 from __future__ import annotations
@@ -27,6 +38,12 @@ from emb_kernels.constants import (
     BASELINE_BLOCK,
     BASELINE_GRID,
     DEFAULT_MAX_REGISTERS,
+    H200_COPY_TBPS,
+    PREFETCH_DISTANCES,
+    RPF_LOAD_LATENCY_S,
+    RPF_MIN_REGISTERS,
+    RPF_UNCAPPED_REGISTERS,
+    RPF_WARP_ROW_BYTES,
     SWEEP_REGISTER_CAPS,
 )
 
@@ -100,3 +117,70 @@ def device_register_cap(device_index: int) -> int:
         max_threads_per_sm=getattr(props, "max_threads_per_multi_processor", MAX_THREADS_PER_SM),
         registers_per_sm=getattr(props, "regs_per_multiprocessor", REGISTERS_PER_SM),
     )
+
+
+def rows_in_flight_needed(
+    sm_count: int,
+    bandwidth_bytes_s: float = H200_COPY_TBPS * 1e12,
+    latency_s: float = RPF_LOAD_LATENCY_S,
+    row_bytes: int = RPF_WARP_ROW_BYTES,
+) -> int:
+    """Warp-row loads each SM must keep in flight to stream at ``bandwidth_bytes_s``
+    (Little's law: bytes in flight = bandwidth x latency, per SM, in 128-byte warp rows)."""
+    if sm_count < 1:
+        raise ValueError(f"sm_count must be >= 1, got {sm_count}")
+    return math.ceil(bandwidth_bytes_s / sm_count * latency_s / row_bytes)
+
+
+def pick_prefetch_distance(
+    cap: int | None,
+    *,
+    sm_count: int = 132,
+    bandwidth_bytes_s: float = H200_COPY_TBPS * 1e12,
+    one_row_spills: bool | None = None,
+    distances: Sequence[int] = PREFETCH_DISTANCES,
+) -> int:
+    """RPF distance for the baseline kernel under register cap ``cap`` (None: no cap).
+
+    1. Registers per in-flight row: if the cap is below RPF_MIN_REGISTERS (the one-lookup
+       kernel's need without spilling), or ``one_row_spills`` (on a GPU: the loaded kernel
+       has local bytes at this cap), no register is free for a second row: distance 1 (the smallest).
+    2. Otherwise the smallest distance P with resident warps x P >= the rows in flight that
+       Little's law asks per SM (:func:`rows_in_flight_needed`), the largest one if none does:
+       extra rows then cost registers the cap already grants.
+    """
+    if not distances:
+        raise ValueError("distances: expected at least one prefetch distance")
+    ds = sorted(distances)
+    if one_row_spills or (cap is not None and cap < RPF_MIN_REGISTERS):
+        return ds[0]
+    regs = RPF_UNCAPPED_REGISTERS if cap is None else min(cap, RPF_UNCAPPED_REGISTERS)
+    warps = blocks_per_sm(regs) * (BASELINE_BLOCK[0] * BASELINE_BLOCK[1] // 32)
+    need = rows_in_flight_needed(sm_count, bandwidth_bytes_s)
+    for p in ds:
+        if warps * p >= need:
+            return p
+    return ds[-1]
+
+
+@lru_cache(maxsize=32)
+def device_prefetch_distance(device_index: int, cap: int | None) -> int:
+    """:func:`pick_prefetch_distance` for CUDA device ``device_index`` at ``cap``: the spill
+    test reads the local bytes of the loaded one-lookup kernel (rpf1, fp32/int64) at that cap."""
+    import torch
+
+    from emb_kernels import kernels
+    from emb_kernels import launch as L
+
+    props = torch.cuda.get_device_properties(device_index)
+    try:
+        fn = L.get_function(
+            kernels.BASELINE_SOURCE,
+            kernels.baseline_name(torch.float32, torch.int64, "sum", 1),
+            cap,
+            device_index,
+        )
+        spills = L.function_attributes(fn)["local_bytes"] > 0
+    except (RuntimeError, ImportError):  # no build here: the register arithmetic decides
+        spills = False
+    return pick_prefetch_distance(cap, sm_count=props.multi_processor_count, one_row_spills=spills)

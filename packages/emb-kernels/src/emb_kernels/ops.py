@@ -7,12 +7,14 @@ Variants (see docs/emb-kernels/NOTES.md for what each changes and why):
 ``optmt``     baseline compiled with a register cap (``max_registers``, default: the device's)
 ``rpf``       baseline with register prefetch (``prefetch_distance``, default 2)
 ``l2p``       baseline, after pinning ``hot_rows`` in L2 (prefetch with evict_last)
-``combined``  l2p + rpf + optmt (the default, as in the paper)
+``combined``  l2p + rpf + optmt (the default, as in the paper; distance chosen with the cap)
 ``fast``      our design: 16-byte loads, 8 rows in flight, warp or block per bag
 ============  ==================================================================
 
 ``max_registers`` and ``prefetch_distance`` override the paper variants' defaults
-(``max_registers=0`` means no cap). The default cap is ``"device"``: the paper's 42 where it
+(``max_registers=0`` means no cap). ``combined``'s default distance is ``"device"``: 1 when
+the cap leaves no register for a second row in flight (32 on an H100/H200), else what
+Little's law asks (:func:`emb_kernels.occupancy.pick_prefetch_distance`). The default cap is ``"device"``: the paper's 42 where it
 reaches the fewest waves of the fixed 1024-block grid (A100), else the largest cap that
 does (32 on an H100/H200); see :mod:`emb_kernels.occupancy`. ``l2p``/``combined`` pin only when ``hot_rows`` is given
 (pick them with :func:`emb_kernels.l2p.select_hot_rows`); without it they run their lookup
@@ -37,6 +39,7 @@ from emb_kernels import validate as _val
 from emb_kernels.constants import (
     DEFAULT_PREFETCH_DISTANCE,
     DEVICE_CAP,
+    DEVICE_PREFETCH,
     PREFETCH_DISTANCES,
     VARIANTS,
 )
@@ -48,7 +51,7 @@ _PAPER_DEFAULTS = {  # variant: (register cap, prefetch distance, pins hot rows)
     "optmt": (DEVICE_CAP, 0, False),
     "rpf": (None, DEFAULT_PREFETCH_DISTANCE, False),
     "l2p": (None, 0, True),
-    "combined": (DEVICE_CAP, DEFAULT_PREFETCH_DISTANCE, True),
+    "combined": (DEVICE_CAP, DEVICE_PREFETCH, True),
 }
 
 
@@ -58,7 +61,7 @@ class VariantConfig:
 
     variant: str
     max_registers: int | str | None  # None: no cap; "device": chosen per GPU at launch
-    prefetch: int  # 0: one lookup at a time
+    prefetch: int | str  # 0: one lookup at a time; "device": chosen with the cap at launch
     pins: bool  # launches the L2 pin kernel first (when hot rows are given)
 
     @property
@@ -81,7 +84,9 @@ def resolve_variant(
     cap, dist, pins = _PAPER_DEFAULTS[variant]
     if max_registers is not None:
         cap = DEVICE_CAP if max_registers == DEVICE_CAP else check_cap(max_registers)
-    if prefetch_distance is not None:
+    if prefetch_distance == DEVICE_PREFETCH:
+        dist = DEVICE_PREFETCH
+    elif prefetch_distance is not None:
         if prefetch_distance != 0 and prefetch_distance not in PREFETCH_DISTANCES:
             raise ValueError(
                 f"prefetch_distance must be 0 or one of {PREFETCH_DISTANCES}, got {prefetch_distance!r}"
@@ -91,11 +96,18 @@ def resolve_variant(
 
 
 def on_device(config: VariantConfig, device: torch.device) -> VariantConfig:
-    """``config`` with a ``"device"`` register cap replaced by the cap chosen for ``device``."""
-    if config.max_registers != DEVICE_CAP:
+    """``config`` with a ``"device"`` register cap replaced by the cap chosen for ``device``,
+    then a ``"device"`` prefetch distance by the one that goes with that cap
+    (:func:`emb_kernels.occupancy.pick_prefetch_distance`)."""
+    if config.max_registers != DEVICE_CAP and config.prefetch != DEVICE_PREFETCH:
         return config
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return replace(config, max_registers=occupancy.device_register_cap(index))
+    if config.max_registers == DEVICE_CAP:
+        config = replace(config, max_registers=occupancy.device_register_cap(index))
+    if config.prefetch == DEVICE_PREFETCH:
+        cap = config.max_registers or None
+        config = replace(config, prefetch=occupancy.device_prefetch_distance(index, cap))
+    return config
 
 
 def _hot_rows_tensor(hot_rows, device: torch.device) -> Tensor:

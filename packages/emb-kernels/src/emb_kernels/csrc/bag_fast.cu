@@ -16,7 +16,8 @@
 // are bag b of table t (T * B + 1 entries). Output is [B, sum of dims] with row stride
 // `out_stride` elements and table t's columns starting at meta out_col. Per-table meta
 // (EK_META_STRIDE i64 each): weight element offset, rows, dim, out_col, first work unit,
-// lanes per row G, column slices, vectors per row, bags per lane group K, unused.
+// lanes per row G, column slices, vectors per row, bags per lane group K, table index
+// (entries are in launch order, longest work unit first; first work units ascend).
 // Segmented warp mode (short bags, e.g. one-hot, or medium bags when a wave of warps would
 // otherwise hold one bag each): a lane group walks K consecutive bags as one stream of ids, U
 // rows in flight across bag boundaries, writing each bag when it ends; the next boundary is
@@ -34,6 +35,8 @@
 #define EK_M_SLICES 6
 #define EK_M_NVEC 7
 #define EK_M_BAGS 8  // bags per lane group (segmented warp mode; 1 otherwise)
+#define EK_M_TABLE 9  // the table's index (its offsets, bad-id reports); meta goes longest
+                      // work unit first, so meta position and table index may differ
 
 // Table of work unit u: the last t with meta[t].unit0 <= u (binary search; T is small).
 __device__ __forceinline__ int ek_find_table(const i64* meta, int num_tables, i64 u) {
@@ -152,6 +155,7 @@ __device__ __forceinline__ void ek_fast_warp(
   if (unit >= total_units) return;
   const int t = ek_find_table(meta, num_tables, unit);
   const i64* m = meta + t * EK_META_STRIDE;
+  const int tab = (int)m[EK_M_TABLE];  // meta is ordered by work, not by table
   const int lanes = (int)m[EK_M_LANES];
   const i64 slices = m[EK_M_SLICES];
   const i64 nvec = m[EK_M_NVEC];
@@ -163,15 +167,15 @@ __device__ __forceinline__ void ek_fast_warp(
   const i64 dim = m[EK_M_DIM];
   const i64 row_bytes = dim * (i64)sizeof(T);
   const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
-  const i64 begin = (i64)offsets[t * batch + bag];
-  const i64 end = (i64)offsets[t * batch + bag + 1];
+  const i64 begin = (i64)offsets[tab * batch + bag];
+  const i64 end = (i64)offsets[tab * batch + bag + 1];
   float acc[NE];
 #pragma unroll
   for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
   i64 count = 0;
   ek_gather<T, I, VB, U, IS_MAX, HINT>(indices, psw, rows_base + vec * VB, row_bytes,
                                        m[EK_M_ROWS], padding_idx, begin, end, U, acc, count,
-                                       err, t);
+                                       err, tab);
   ek_write_out<T, VB>(out, bag * out_stride + m[EK_M_OUTCOL] + vec * NE, acc, count, mode);
 }
 
@@ -273,6 +277,7 @@ __device__ __forceinline__ void ek_fast_seg(
   if (unit >= total_units) return;
   const int t = ek_find_table(meta, num_tables, unit);
   const i64* m = meta + t * EK_META_STRIDE;
+  const int tab = (int)m[EK_M_TABLE];  // meta is ordered by work, not by table
   const int lanes = (int)m[EK_M_LANES];
   const i64 slices = m[EK_M_SLICES];
   const i64 nvec = m[EK_M_NVEC];
@@ -285,9 +290,9 @@ __device__ __forceinline__ void ek_fast_seg(
   const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
   const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
   ek_gather_segments<T, I, VB, U, IS_MAX>(
-      indices, offsets + t * batch, psw, rows_base + vec * VB, m[EK_M_DIM] * (i64)sizeof(T),
+      indices, offsets + tab * batch, psw, rows_base + vec * VB, m[EK_M_DIM] * (i64)sizeof(T),
       m[EK_M_ROWS], padding_idx, bag0, bag1, out, out_stride, m[EK_M_OUTCOL] + vec * NE, mode,
-      err, t);
+      err, tab);
 }
 
 // Block mode: one (table, bag, slice) per block of WB warps, lane = vector within the slice.
@@ -306,6 +311,7 @@ __device__ __forceinline__ void ek_fast_block(
   if (unit >= total_units) return;  // uniform over the block
   const int t = ek_find_table(meta, num_tables, unit);
   const i64* m = meta + t * EK_META_STRIDE;
+  const int tab = (int)m[EK_M_TABLE];  // meta is ordered by work, not by table
   const i64 slices = m[EK_M_SLICES];
   const i64 nvec = m[EK_M_NVEC];
   const i64 local = unit - m[EK_M_UNIT0];
@@ -315,8 +321,8 @@ __device__ __forceinline__ void ek_fast_block(
   const bool active = vec < nvec;
   const i64 dim = m[EK_M_DIM];
   const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
-  const i64 begin = (i64)offsets[t * batch + bag];
-  const i64 end = (i64)offsets[t * batch + bag + 1];
+  const i64 begin = (i64)offsets[tab * batch + bag];
+  const i64 end = (i64)offsets[tab * batch + bag + 1];
   float acc[NE];
 #pragma unroll
   for (int j = 0; j < NE; ++j) acc[j] = 0.f;
@@ -324,7 +330,7 @@ __device__ __forceinline__ void ek_fast_block(
   if (active) {
     ek_gather<T, I, VB, U, false, false>(indices, psw, rows_base + vec * VB, dim * (i64)sizeof(T),
                                   m[EK_M_ROWS], padding_idx, begin + (i64)warp * U, end,
-                                  (i64)WB * U, acc, count, err, t);
+                                  (i64)WB * U, acc, count, err, tab);
   }
 #pragma unroll
   for (int j = 0; j < NE; ++j) red[warp][lane][j] = acc[j];
