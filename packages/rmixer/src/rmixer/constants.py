@@ -1,0 +1,35 @@
+"""Every tunable number of the scheduler in one place, with its unit and where it comes from.
+
+The artifact (Gardenia-Tian/RMixer) hard-codes these in its policies; here they are defaults
+that the server's flags override.
+"""
+
+from __future__ import annotations
+
+# --- memory (MB = 2**20 bytes) ----------------------------------------------------------------
+MEMORY_MARGIN = 1.2  # dispatch reserves estimate x 1.2 (the artifact's fit test)
+BLOCK_MB = 2  # each tensor group of the analytic estimate is rounded up to 2 MiB blocks
+CUDA_CONTEXT_MB = 735  # CUDA context + allocator of one process before measurement (V100, artifact)
+CPU_RUNTIME_MB = 350  # resident torch runtime of one CPU job before measurement
+NVML_DRIFT_MB = 1000  # live "used" above the bookkept value by more: memory not yet released, wait
+CPU_MEMORY_FRACTION = 0.8  # share of MemAvailable at server start the CPU device may reserve
+OOM_BUMP = 1.5  # a job that ran out of memory is retried with its estimate x 1.5
+MAX_ATTEMPTS = 3  # attempts per job (first run + OOM retries) before it is reported failed
+
+# --- compute-intensity classes ------------------------------------------------------------------
+COMPUTE_HIGH_PCT = 50.0  # intensity (device busy %, measured) at or above: "compute"
+MEMORY_HIGH_MB = 4000.0  # measured peak at or above (and not compute-high): "memory"
+CLASSES = ("compute", "memory", "low")  # artifact: high-compute, high-memory, both-low
+
+# --- dyMix ---------------------------------------------------------------------------------------
+DEFAULT_BETA = 4.0  # the CPU takes jobs only while remaining > beta x GPU slots (artifact default)
+# Expected aggregate speed-up of co-located jobs on one GPU, used to predict how long the GPUs
+# stay busy when deciding whether a slow CPU job would become the straggler (artifact log: 2.7x).
+GPU_COLOCATION_SPEEDUP = 2.5
+
+# --- runtime -------------------------------------------------------------------------------------
+DEFAULT_PORT = 8765
+POLL_S = 0.02  # scheduler loop period when nothing wakes it
+PROFILE_ITERATIONS = 30  # timed iterations of one standalone profile run
+PROFILE_WARMUP = 5
+NUM_CACHED_BATCHES = 4  # synthetic batches generated once per job and cycled

@@ -1,0 +1,132 @@
+"""Command-line tools: --help everywhere, profile, the event-log tools, MPS errors, and the
+makespan benchmark's pipeline on CPU-backed stand-ins of GPUs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from rmixer import devices, makespan, mps, profile, tools
+from rmixer.events import EventLog, read_events
+from rmixer.knowledge import Knowledge
+
+CLIS = ["rmixer.server", "rmixer.client", "rmixer.profile", "rmixer.tools", "rmixer.makespan",
+        "rmixer.mps", "rmixer.worker", "rmixer.launcher"]  # fmt: skip
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_help_shows_an_example(module, capsys):
+    main = importlib.import_module(module).main
+    try:
+        rc = main(["--help"])
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr().out
+    assert rc == 0 and "usage" in out.lower()
+    if module != "rmixer.launcher":
+        assert "example:" in out
+
+
+def test_profile_cli_fills_the_cache_and_reuses_it(tmp_path, capsys):
+    cache = tmp_path / "p.json"
+    argv = ["tiny_dcn", "tiny_din", "--devices", "cpu", "--iterations", "5", "--warmup", "2",
+            "--cache", str(cache), "--cpu-threads", "1"]  # fmt: skip
+    assert profile.main(argv) == 0, capsys.readouterr().err
+    k = Knowledge.load(cache)
+    entries = list(k.entries.values())
+    assert len(entries) == 2 and {e["kind"] for e in entries} == {"cpu"}
+    for e in entries:
+        assert e["iter_s"] > 0 and e["peak_mb"] > 0 and e["intensity_source"] == "cpu-flops"
+        assert e["klass"] in ("compute", "memory", "low") and e["correction"] > 0
+    capsys.readouterr()
+    assert profile.main(argv) == 0
+    assert "0 new profile(s), 2 cached" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as err:
+        profile.main([*argv[:2], "--devices", "gpu0"])
+    assert err.value.code == 2 and "--devices" in capsys.readouterr().err
+
+
+def synthetic_log(path):
+    log = EventLog(path)
+    for i, (dev, s, e) in enumerate(
+        [("cuda:0", 0.0, 2.0), ("cuda:0", 0.5, 3.0), ("cpu", 0.0, 4.0)]
+    ):
+        log.emit("job_end", job=i, name=f"j{i}", model="dlrm" if i < 2 else "din", key=f"k{i}",
+                 device=dev, run_on=dev, t_dispatch=100.0, t_start=100.0 + s, t_end=100.0 + e,
+                 iterations=10, state="done", peak_mb=10.0)  # fmt: skip
+    log.emit("job_end", job=9, name="x", model="dlrm", device="cpu", t_start=1, t_end=2,
+             state="failed")  # fmt: skip
+    log.close()
+
+
+def test_event_tools(tmp_path, capsys):
+    path = tmp_path / "events.jsonl"
+    synthetic_log(path)
+    spans = tools.job_spans(read_events(path))
+    assert len(spans) == 3 and tools.makespan(spans) == pytest.approx(4.0)
+    w = tools.workload(spans)
+    assert w["cuda:0"]["busy_s"] == pytest.approx(4.5) and w["cpu"]["jobs"] == 1
+    k = Knowledge({"cuda/k0": {"key": "k0", "setup_s": 0.0, "iter_s": 0.1, "model": "dlrm"}})
+    t = tools.times(spans, k)
+    assert t["dlrm"]["standalone_s"] == pytest.approx(1.0) and t["din"]["standalone_s"] is None
+    assert tools.main(["gantt", str(path), "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert tools.main(["workload", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["cpu"]["jobs"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"event": "x"}\nnot json\n')
+    assert tools.main(["times", str(bad)]) == 1
+    assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_mps_without_the_binary_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    d = mps.MpsDaemon(tmp_path / "m")
+    with pytest.raises(mps.MpsError, match="not on PATH"):
+        d.start()
+    assert mps.main(["start", "--dir", str(tmp_path / "m")]) == 1
+
+
+def test_device_helpers():
+    assert devices.parse_gpus(" 0,2 ") == [0, 2]
+    for bad in ("a", "0,0", "-1"):
+        with pytest.raises(ValueError, match="--gpus"):
+            devices.parse_gpus(bad)
+    d = devices.Device("cuda:0", "gpu", 2, 10000, baseline_mb=1000)
+    d.reserve(1, 1000, 50, "compute")
+    d.live_used_mb = 1000 + 1200 + 1500  # 1.5 GB more than bookkept: not released yet
+    assert d.drifting() and not d.fits(10)
+    d.live_used_mb = None
+    assert d.majority_class() == "compute" and d.fits(10)
+    with pytest.raises(ValueError, match="already running"):
+        d.reserve(1, 1, 1, "low")
+    with pytest.raises(ValueError, match="no devices"):
+        devices.build_devices([], 4, 0)
+
+
+@pytest.mark.slow
+def test_makespan_pipeline_on_cpu_stand_ins(tmp_path, capsys):
+    """The benchmark end to end, without a GPU: profiles, runs, rows, Gantt."""
+    mix = tmp_path / "mix.txt"
+    mix.write_text(
+        "".join(f"{m} tiny_{m} j{i}\n" for i, m in enumerate(["dlrm", "dcn", "din", "deepfm"]))
+    )
+    out = tmp_path / "out"
+    rc = makespan.main(
+        ["--cpu-as-gpu", "1", "--mixes", str(mix), "--gpu-counts", "1", "--gpu-slots", "2",
+         "--cpu-slots", "1", "--iterations-scale", "0.5", "--gpu-memory-mb", "4000",
+         "--out-dir", str(out), "--profile-iterations", "4", "--cpu-threads", "1"]
+    )  # fmt: skip
+    text = capsys.readouterr()
+    assert rc == 0, text.out + text.err
+    rows = [json.loads(x) for x in (out / "makespan.jsonl").read_text().splitlines()]
+    spans = [r for r in rows if r["benchmark"] == "makespan" and r["metric"] == "makespan"]
+    assert {r["variant"] for r in spans} == {"monolithic", "mps", "rmixer"}
+    for r in spans:
+        assert r["done"] == 4 and r["ooms"] == 0 and r["max_slots_in_use"] <= 2
+        assert r["baseline"] == "monolithic" and r["ratio"] > 0 and len(r["job_spans"]) == 4
+    assert {r["metric"] for r in rows} == {"makespan", "throughput", "iteration_time"}
+    assert {r["workload"] for r in rows if r["benchmark"] == "standalone"} >= {"dlrm-7e41f7b6b2"}
+    assert (out / "gantt.png").exists() and "target on 1 GPU" in text.out
