@@ -1,0 +1,84 @@
+"""Pooled lookups through the cache, and the embedding modules rec-common's models plug in.
+
+One step's lookup gathers the unique rows of the trainer's shard from the cache into a small
+leaf tensor; pooling runs on that leaf, so after ``backward()`` its ``.grad`` holds exactly
+one summed gradient per row the step read: what the all-reduce and the row optimizer need.
+
+A model with a 1-wide per-id table (Wide&Deep's wide part, DeepFM's first-order term) reads
+column ``dim`` of the same rows through a second module, so both tables travel as one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bagpipe.cache import RowCache
+from rec_common.jagged import JaggedBatch
+
+
+def global_ids(sparse: JaggedBatch, table_offsets: Tensor) -> tuple[Tensor, Tensor]:
+    """All ids of a batch as global rows, feature-major, and bag offsets for them.
+
+    Bag ``f * B + b`` holds feature f of sample b (``include_last_offset`` layout).
+    """
+    b = sparse.batch_size
+    vals, offs, base = [], [], 0
+    for f in range(sparse.num_features):
+        v, o, _ = sparse.feature(f)
+        vals.append(v.to(torch.int64) + table_offsets[f])
+        offs.append(o[:-1].to(torch.int64) + base)
+        base += int(v.numel())
+    offs.append(torch.tensor([base], dtype=torch.int64, device=sparse.device))
+    rows = torch.cat(vals) if vals else torch.zeros(0, dtype=torch.int64)
+    offsets = torch.cat(offs)
+    assert offsets.numel() == sparse.num_features * b + 1
+    return rows, offsets
+
+
+class StepLookup:
+    """The rows one trainer reads in one step, as a leaf tensor gathered from the cache."""
+
+    def __init__(self, cache: RowCache, sparse: JaggedBatch, table_offsets: Tensor) -> None:
+        self.sparse = sparse
+        rows, offsets = global_ids(sparse, table_offsets.to(sparse.device))
+        rows, offsets = rows.to(cache.device), offsets.to(cache.device)
+        self.rows, self.inverse = torch.unique(rows, sorted=True, return_inverse=True)
+        slots = cache.slots_of(self.rows)
+        self.leaf = cache.weight.index_select(0, slots).requires_grad_(True)
+        self.offsets = offsets
+        self.num_features = sparse.num_features
+        self.batch_size = sparse.batch_size
+
+    def pooled(self, start: int, stop: int) -> Tensor:
+        """Sum-pooled columns ``start:stop`` of every feature: ``[B, F * (stop - start)]``."""
+        w = stop - start
+        out = F.embedding_bag(self.inverse, self.leaf[:, start:stop], self.offsets, mode="sum",
+                              include_last_offset=True)  # fmt: skip
+        out = out.view(self.num_features, self.batch_size, w).transpose(0, 1)
+        return out.reshape(self.batch_size, self.num_features * w)
+
+    def grad(self) -> Tensor:
+        """The summed gradient of each row read (zeros if nothing reached it)."""
+        g = self.leaf.grad
+        return torch.zeros_like(self.leaf) if g is None else g
+
+
+class CachedEmbedding(nn.Module):
+    """rec-common's embedding contract over a cache: columns ``start:stop`` of the rows."""
+
+    positional_keys = True
+
+    def __init__(self, source, num_features: int, start: int, stop: int,
+                 keys: Sequence[str] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self._source = [source]  # not a submodule
+        self.start, self.stop = int(start), int(stop)
+        self.dims = (self.stop - self.start,) * num_features
+        self.keys = tuple(keys) if keys is not None else tuple(f"f{i}" for i in range(num_features))
+
+    def forward(self, sparse: JaggedBatch) -> Tensor:
+        return self._source[0].lookup(sparse).pooled(self.start, self.stop)
