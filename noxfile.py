@@ -94,9 +94,11 @@ def lint(session: nox.Session) -> None:
 def quickstart(session: nox.Session) -> None:
     """The main job on a fresh machine: synthetic Criteo -> preprocess -> DLRM on CPU -> AUC."""
     install_torch(session)
-    session.install("-e", "packages/rec-common[plot]")
+    session.install("-e", "packages/rec-common[plot]", "-e", "packages/bagpipe")
     out = session.posargs[0] if session.posargs else "quickstart-out"
     session.run("python", "-m", "rec_common.quickstart", "--out", out, *session.posargs[1:])
+    # bagpipe: 2 trainers + 2 embedding servers + the oracle on CPU, beside the no-cache baseline.
+    session.run("python", "-m", "bagpipe.quickstart", "--data", f"{out}/preprocessed")
 
 
 @nox.session

@@ -2,10 +2,12 @@
 # rap-share on a GPU machine, in one call (run from anywhere; < 3 minutes on one H200):
 # the gpu tests, the cost-model profile at a reduced grid (fused-kernel latency + stage
 # capacity, regressors fitted and scored), and plan0 planned with that model and trained for a
-# few steps with and without co-running. Writes two files under $OUT/rap-share/:
+# few steps with and without co-running, then figures 9 and 10 (rap_share.figures, reduced
+# steps: RAP_FIG_STEPS / RAP_FIG_WARMUP). Writes three files under $OUT/rap-share/:
 #   run.log       everything printed (tests, accuracy, plan summary, throughput rows)
 #   profile.json  the measured profile; commit it to src/rap_share/profiles/ and fit the
 #                 xgboost model with: python -m rap_share.costmodel fit profile.json --out ...
+#   figures.tar.gz results/figure9.jsonl, figure10.jsonl, *.png and docs/figures.md
 #
 #   OUT=/tmp/out bash packages/rap-share/benchmarks/gpu_check.sh
 set -uo pipefail
@@ -49,10 +51,16 @@ if [ -n "$MODEL" ]; then
     step plan 120 python3 -m rap_share.plan --script plan0 --gpus 1 --batch 4096 --out "$TMP/plan0" \
         --cost-model "$MODEL" --solver "$SOLVER" --max-table-rows 2000000 --rows 65536
     if [ -f "$TMP/plan0/train.py" ]; then
-        step train-rap 180 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10
-        step train-no-overlap 180 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10 --no-overlap
+        step train-rap 90 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10
+        step train-no-overlap 90 python3 "$TMP/plan0/train.py" --steps 50 --warmup 10 --no-overlap
     fi
 fi
+# figures 9 and 10 (reduced steps; MPS started by the driver when it can be), then pack the
+# results rows, plots and the docs page into one archive
+FIGARGS="--steps ${RAP_FIG_STEPS:-20} --warmup ${RAP_FIG_WARMUP:-3} --out-dir $TMP/results --docs $TMP/docs/figures.md"
+step figure9 170 python3 -m rap_share.figures figure9 $FIGARGS
+step figure10 200 python3 -m rap_share.figures figure10 $FIGARGS
+tar -czf "$DEST/figures.tar.gz" -C "$TMP" results docs 2>/dev/null || status=1
 rm -rf "$TMP"
 echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"
 exit $status

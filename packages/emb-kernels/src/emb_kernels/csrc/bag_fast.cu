@@ -265,7 +265,111 @@ __device__ __forceinline__ void ek_gather_segments(
   }
 }
 
+// Cooperative ids (the `coop` kernels, `_u8c`): the lane group is the whole warp (a table
+// whose row slice has 32 vectors), so the warp walks bags [bag0, bag1) as one stream of ids
+// whose lane l loads position chunk + l: one coalesced load validates 32 ids, the next chunk
+// is loaded while this one is consumed, and the row loop takes each id (and its per-sample
+// weight) from its lane with __shfl_sync, U rows in flight. All 32 lanes run the loop (control
+// flow depends only on the stream, so it is warp-uniform); `active` lanes (vec < nvec) load
+// rows and write. U must divide 32. Positions and bag numbers are 32-bit, relative to the
+// stream's start (the host launches segmented kernels only for fewer than 2^31 ids and bags).
 template <typename T, typename I, int VB, int U, bool IS_MAX>
+__device__ __forceinline__ void ek_gather_segments_coop(
+    const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
+    const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
+    i64 bag1, T* __restrict__ out, i64 out_stride, i64 out_col, int mode, u64* err, int table,
+    bool active) {
+  static_assert(32 % U == 0, "U must divide 32");
+  constexpr int NE = EkElems<T, VB>::NE;
+  constexpr unsigned FULL = 0xffffffffu;
+  const int lane = threadIdx.x & 31;
+  const i64 first = (i64)offs[bag0];
+  const int n = (int)((i64)offs[bag1] - first);
+  const int nb = (int)(bag1 - bag0);
+  const I* __restrict__ ids = indices + first;
+  const T* __restrict__ w8 = psw != 0 ? psw + first : psw;
+  int cur = 0;
+  int cur_end = (int)((i64)offs[bag0 + 1] - first);
+  int nxt_end = nb > 1 ? (int)((i64)offs[bag0 + 2] - first) : n;
+  float acc[NE];
+#pragma unroll
+  for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+  int count = 0;
+  // this lane's id code and weight for the next chunk (position c0 + lane)
+  int nxt_code = ek_id_code(ids, lane, n, rows, padding_idx);
+  float nxt_w = (w8 != 0 && lane < n) ? to_f32(w8[lane]) : 1.f;
+  for (int c0 = 0; c0 < n; c0 += 32) {
+    const int mine = nxt_code;
+    const float my_w = nxt_w;
+    if (mine == -2) ek_record_bad_id(err, table, first + c0 + lane);
+    {
+      const int q = c0 + 32 + lane;  // prefetch the next chunk while this one is consumed
+      nxt_code = ek_id_code(ids, q, n, rows, padding_idx);
+      nxt_w = (w8 != 0 && q < n) ? to_f32(w8[q]) : 1.f;
+    }
+    const int cn = n - c0 < 32 ? n - c0 : 32;
+    for (int k = 0; k < cn; k += U) {
+      int code[U];
+      EkVec<VB> vals[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) code[u] = __shfl_sync(FULL, mine, k + u);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (active && code[u] >= 0) {
+          vals[u] = ek_load<VB>(rows_base + ek_row_offset(code[u], row_bytes));
+        } else {
+#pragma unroll
+          for (int w = 0; w < (VB >= 4 ? VB / 4 : 1); ++w) vals[u].w[w] = 0;
+        }
+      }
+      float scale[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        scale[u] = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, my_w, k + u) : 1.f;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int p = c0 + k + u;
+        if (p < n) {
+          while (p >= cur_end) {  // bag `cur` is complete (possibly empty): write it
+            if (active) {
+              ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+            }
+#pragma unroll
+            for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+            count = 0;
+            cur += 1;
+            cur_end = nxt_end;
+            nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
+          }
+          if (code[u] >= 0) {
+#pragma unroll
+            for (int j = 0; j < NE; ++j) {
+              const float x = ek_elem<T, VB>(vals[u], j);
+              if (IS_MAX) {
+                acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+              } else {
+                acc[j] += scale[u] * x;
+              }
+            }
+            count += 1;
+          }
+        }
+      }
+    }
+  }
+  while (cur < nb) {  // the last bag with ids, then any empty bags after it
+    if (active) {
+      ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+    }
+#pragma unroll
+    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+    count = 0;
+    cur += 1;
+  }
+}
+
+template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false>
 __device__ __forceinline__ void ek_fast_seg(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
     const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
@@ -286,6 +390,17 @@ __device__ __forceinline__ void ek_fast_seg(
   const i64 slice = local % slices;
   const i64 bag0 = ((local / slices) * (32 / lanes) + lane / lanes) * kb;
   const i64 vec = slice * 32 + (lane & (lanes - 1));
+  if (COOP && lanes == 32) {  // warp-uniform: the table's lane group is the whole warp
+    if (bag0 >= batch) return;  // the same bag0 for all 32 lanes
+    const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
+    const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
+    const bool active = vec < nvec;
+    ek_gather_segments_coop<T, I, VB, 8, IS_MAX>(
+        indices, offsets + tab * batch, psw, rows_base + (active ? vec * VB : 0),
+        m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, bag0, bag1, out, out_stride,
+        m[EK_M_OUTCOL] + vec * NE, mode, err, tab, active);
+    return;
+  }
   if (bag0 >= batch || vec >= nvec) return;
   const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
   const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
@@ -371,6 +486,13 @@ __device__ __forceinline__ void ek_fast_block(
       ek_fast_seg_##KIND##_##TN##_##IN##_v##VB##_u4(EK_FAST_PARAMS(T, I)) {            \
     ek_fast_seg<T, I, VB, 4, IS_MAX>(EK_FAST_ARGS);                                   \
   }
+// ..._u8c: cooperative ids, 8 rows in flight, for tables whose lane group is a warp (other
+// tables of the launch take the U = 4 segmented path in the same kernel)
+#define EK_INST_COOP(KIND, IS_MAX, TN, T, IN, I, VB)                                  \
+  extern "C" __global__ void __launch_bounds__(256)                                  \
+      ek_fast_seg_##KIND##_##TN##_##IN##_v##VB##_u8c(EK_FAST_PARAMS(T, I)) {           \
+    ek_fast_seg<T, I, VB, 4, IS_MAX, true>(EK_FAST_ARGS);                             \
+  }
 #define EK_INST_BLOCK(WB, TN, T, IN, I, VB)                                            \
   extern "C" __global__ void __launch_bounds__(WB * 32)                              \
       ek_fast_block##WB##_sum_##TN##_##IN##_v##VB(EK_FAST_PARAMS(T, I)) {             \
@@ -382,6 +504,8 @@ __device__ __forceinline__ void ek_fast_block(
   EK_INST_WARP(max, true, TN, T, IN, I, VB, 4, false, )    \
   EK_INST_SEG(sum, false, TN, T, IN, I, VB)                \
   EK_INST_SEG(max, true, TN, T, IN, I, VB)                 \
+  EK_INST_COOP(sum, false, TN, T, IN, I, VB)                \
+  EK_INST_COOP(max, true, TN, T, IN, I, VB)                 \
   EK_INST_BLOCK(2, TN, T, IN, I, VB)                       \
   EK_INST_BLOCK(4, TN, T, IN, I, VB)                       \
   EK_INST_BLOCK(8, TN, T, IN, I, VB)
