@@ -1,0 +1,621 @@
+"""The co-run runtime: RAP and its baselines training the same DLRM on the same raw data.
+
+One rank process per GPU trains rec-common's DLRM over table-wise sharded embeddings
+(:mod:`rap_share.stages`); the variants differ only in how each next batch is preprocessed:
+
+=================  ===========================================================================
+``ideal``          no preprocessing in the loop: a few batches made before it, reused
+``rap``            fused + mapped kernels of the plan, each stage's kernels launched when the
+                   trainer reaches that stage (thread with its own CUDA stream, see
+                   :class:`rap_share.runtime.StageWorker`), no input all-to-all
+``rap_no_fusion``  mapped, one launch per column, in a separate preprocessing process
+``rap_no_mapping`` fused, every GPU preprocesses all features of its local rows, separate
+                   process, the trainer redistributes the ids (input all-to-all)
+``mps``            unfused and unmapped, separate preprocessing process (under MPS when the
+                   figures driver could start it)
+``sequential``     the ``mps`` program, run with MPS off (the two processes time-slice)
+``cuda_stream``    unfused and unmapped, launched after each step on a low-priority stream
+``cpu_workers``    N CPU processes per GPU run the numpy reference pipeline
+=================  ===========================================================================
+
+A preprocessing process receives a program (kernel launches) and produces batches ahead of
+the trainer into a bounded queue (CUDA tensors cross by CUDA IPC). Every variant can check
+each batch the trainer trains on against the numpy reference (``check=True``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue as _queue
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from rap_share import fused
+from rap_share.constants import STAGES
+from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
+
+VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
+            "rap_no_fusion", "rap")  # fmt: skip
+TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion")
+PLAN_TOP_MLP = {"plan0": "1024-1024-512-1", "plan1": "1024-1024-512-256-1"}
+ALL = "all"  # the single stage of an unscheduled program
+
+
+@dataclass
+class Config:
+    """What one run trains: plan, batch per GPU, model, timing; the same for every variant."""
+
+    plan: str = "plan0"
+    batch: int = 4096
+    world: int = 1
+    steps: int = 30
+    warmup: int = 5
+    embedding_dim: int = 128
+    bottom_mlp: str = "512-256"
+    top_mlp: str = ""  # "" = the plan's (digest section 8)
+    max_table_rows: int = 1_000_000
+    lr: float = 0.1
+    cpu_workers: int = 4
+    queue_depth: int = 2
+    premade: int = 4
+    check: bool = False
+    seed: int = 0
+    solver: str = "highs"
+    cost_model: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "world", "steps", "embedding_dim", "cpu_workers", "queue_depth",
+                     "premade"):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"Config.warmup must be >= 0, got {self.warmup}")
+        if not self.top_mlp:
+            self.top_mlp = PLAN_TOP_MLP.get(self.plan, "1024-1024-512-1")
+
+
+@dataclass
+class Program:
+    """Kernel launches of one GPU: ``stages[stage] = [(op, in_keys, params, out_keys, names)]``."""
+
+    mapped: bool  # sparse features: owned ones for the global batch (True) or all, local rows
+    stages: dict[str, list[tuple]]
+    raw_local: list[str]
+    raw_global: list[str]
+    dense_keys: list[str]
+    sparse_keys: list[str]
+    sparse_names: list[str]
+    script: str = ""
+    launches: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.launches = sum(len(v) for v in self.stages.values())
+
+    def all_launches(self) -> list[tuple]:
+        return [k for s in self.stages.values() for k in s]
+
+
+def _launch(tasks) -> tuple:
+    from rap_share.runtime import input_key
+
+    return (tasks[0].node.op, [input_key(t) for t in tasks], [t.node.params for t in tasks],
+            [t.key for t in tasks], [t.node.out for t in tasks])  # fmt: skip
+
+
+def _program(plan, gp, mapped: bool, fusion: bool, staged: bool) -> Program:
+    feats = {f.name: f for f in plan.graph.features}
+    g = gp.graph
+    if staged:
+        stages = {s: [_launch(p.kernel.tasks) for p in gp.schedule.kernels(s)] for s in STAGES}
+    elif fusion:
+        stages = {ALL: [_launch(k.tasks) for k in gp.kernels]}
+    else:
+        stages = {ALL: [_launch([t]) for t in g.tasks]}
+    return Program(mapped, stages, list(g.raw_local), list(g.raw_global),
+                   [f"l{feats[f.name].node}" for f in g.dense_features],
+                   [f"g{feats[f.name].node}" for f in g.sparse_features],
+                   [f.name for f in g.sparse_features], plan.script)  # fmt: skip
+
+
+def build_programs(cfg: Config, rank: int):
+    """(mapped plan, {variant: Program}) for ``rank``: the RAP plan for ``cfg.world`` GPUs and
+    a one-GPU plan of the same script for the unmapped variants (all features, local rows)."""
+    from rap_share.costmodel import CostModel
+    from rap_share.planner import make_plan
+
+    cm = CostModel.load(cfg.cost_model) if cfg.cost_model else None
+    mapped = make_plan(cfg.plan, cfg.world, cfg.batch, cost_model=cm, solver=cfg.solver)
+    local = make_plan(cfg.plan, 1, cfg.batch, cost_model=cm, solver=cfg.solver)
+    gm, gl = mapped.gpus[rank], local.gpus[0]
+    unfused_local = _program(local, gl, False, False, False)
+    progs = {
+        "rap": _program(mapped, gm, True, True, True),
+        "rap_no_fusion": _program(mapped, gm, True, False, False),
+        "rap_no_mapping": _program(local, gl, False, True, False),
+        "mps": unfused_local,
+        "sequential": unfused_local,
+        "cuda_stream": unfused_local,
+        "cpu_workers": unfused_local,
+    }
+    progs["ideal"] = progs["rap"]
+    return mapped, progs
+
+
+# ------------------------------------------------------------------ preprocessing on a device
+def make_env(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int, device,
+             non_blocking: bool = False) -> dict:  # fmt: skip
+    idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
+    idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
+    env = load_env(raw.take(prog.raw_local, idx_l), raw.take(prog.raw_global, idx_g), device,
+                   non_blocking=non_blocking)  # fmt: skip
+    lab = torch.from_numpy(raw.labels[idx_l])
+    if device is not None and str(device) != "cpu":
+        lab = lab.pin_memory().to(device, non_blocking=non_blocking)
+    env["labels"] = lab
+    return env
+
+
+def run_launches(launches, env: dict) -> None:
+    for op, ins, params, outs, names in launches:
+        res = fused.run(op, [env[k] for k in ins], params, names, check=False)
+        for k, c in zip(outs, res):
+            env[k] = c
+
+
+def outputs(env: dict, prog: Program) -> dict:
+    """What goes to the trainer: dense [B, D] float32, sparse (values, offsets) int64, labels."""
+    dense = torch.stack([env[k].values.to(torch.float32) for k in prog.dense_keys], 1)
+    sparse = []
+    for k in prog.sparse_keys:
+        c = env[k]
+        v = c.values.to(torch.int64)
+        o = c.offsets if c.offsets is not None else torch.arange(c.num_rows + 1, device=v.device)
+        sparse.append((v, o.to(torch.int64)))
+    return {"dense": dense, "sparse": sparse, "labels": env["labels"]}
+
+
+def preprocess(raw, prog, it, cfg, rank, device) -> dict:
+    env = make_env(raw, prog, it, cfg, rank, device)
+    run_launches(prog.all_launches(), env)
+    return outputs(env, prog)
+
+
+def reference_outputs(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int) -> dict:
+    """The same outputs from the numpy reference (CPU workers; checks)."""
+    from rap_share.graph import PrepGraph
+    from rap_share.script import parse
+
+    graph = PrepGraph(parse(prog.script))
+    idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
+    idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
+    loc = reference_features(graph, raw.take(graph.raw_columns, idx_l))
+    glo = reference_features(graph, raw.take(graph.raw_columns, idx_g)) if prog.mapped else loc
+    dense = np.stack([loc[f.name].values.astype(np.float32) for f in graph.dense_features], 1)
+    sparse = []
+    for name in prog.sparse_names:
+        c = glo[name]
+        off = c.offsets if c.offsets is not None else np.arange(c.values.shape[0] + 1)
+        sparse.append((c.values.astype(np.int64), off.astype(np.int64)))
+    return {"dense": dense, "sparse": sparse, "labels": raw.labels[idx_l]}
+
+
+# ------------------------------------------------------------------ input all-to-all
+def input_all_to_all(sparse, placement, rank: int, world: int, group=None):
+    """All features of the local rows -> the features this rank owns for all ``world * B`` rows
+    (rank-major, as the mapped programs produce them). An all_gather of lengths and values
+    (works on gloo and NCCL; moves ``world`` times an all-to-all's data)."""
+    owned = [i for i, p in enumerate(placement) if p == rank]
+    if world == 1:
+        return [sparse[i] for i in owned]
+    dev = sparse[0][0].device
+    b = sparse[0][1].numel() - 1
+    lens = torch.stack([o[1:] - o[:-1] for _, o in sparse])  # [F, B]
+    vals = torch.cat([v for v, _ in sparse])
+    all_lens = [torch.empty_like(lens) for _ in range(world)]
+    dist.all_gather(all_lens, lens.contiguous(), group=group)
+    counts = torch.stack([x.sum() for x in all_lens]).cpu()
+    cap = int(counts.max())
+    pad = torch.zeros(cap, dtype=vals.dtype, device=dev)
+    pad[: vals.numel()] = vals
+    got = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(got, pad, group=group)
+    out = []
+    per_feat = [x.sum(1).cpu().tolist() for x in all_lens]  # ids per (rank, feature)
+    for i in owned:
+        vs, ls = [], []
+        for q in range(world):
+            start = int(sum(per_feat[q][:i]))
+            vs.append(got[q][start : start + int(per_feat[q][i])])
+            ls.append(all_lens[q][i])
+        lengths = torch.cat(ls)
+        offsets = torch.zeros(world * b + 1, dtype=torch.int64, device=dev)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        out.append((torch.cat(vs), offsets))
+    return out
+
+
+# ------------------------------------------------------------------ helper processes
+def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int) -> None:
+    """A preprocessing process: serves ``("run", cfg, prog, its)`` commands until ``None``.
+
+    ``kind`` "device": the program's kernels on ``device``; "cpu": the numpy reference.
+    Each batch is put on ``out_q`` as ``(it, outputs)``; ``("error", text)`` on failure.
+    """
+    import traceback
+
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    raw = RawSource.load(raw_path)
+    while True:
+        msg = cmd_q.get()
+        if msg is None:
+            return
+        if msg[0] == "data":
+            raw = RawSource.load(msg[1])
+            continue
+        _, cfg, prog, its = msg
+        try:
+            for it in its:
+                if kind == "cpu":
+                    out = reference_outputs(raw, prog, it, cfg, rank)
+                else:
+                    out = preprocess(raw, prog, it, cfg, rank, dev)
+                    if dev.type == "cuda":
+                        torch.cuda.current_stream(dev).synchronize()
+                out_q.put((it, out))
+        except BaseException:  # reported to the trainer, which raises it
+            out_q.put(("error", traceback.format_exc()))
+
+
+class Helpers:
+    """The preprocessing process and the CPU workers of one rank, kept for many runs."""
+
+    def __init__(self, device: torch.device, raw_path: str, rank: int, cpu_workers: int,
+                 depth: int = 2) -> None:  # fmt: skip
+        ctx = torch.multiprocessing.get_context("spawn")
+        self.procs = []
+        self.gpu_cmd = ctx.Queue()
+        self.gpu_out = ctx.Queue(maxsize=depth)
+        p = ctx.Process(
+            target=_prep_process,
+            args=("device", str(device), self.gpu_cmd, self.gpu_out, raw_path, rank),
+            daemon=True,
+        )
+        p.start()
+        self.procs.append(p)
+        self.cpu_cmd, self.cpu_out = [], []
+        for _ in range(cpu_workers):
+            c, o = ctx.Queue(), ctx.Queue(maxsize=depth)
+            w = ctx.Process(target=_prep_process, args=("cpu", "cpu", c, o, raw_path, rank),
+                            daemon=True)  # fmt: skip
+            w.start()
+            self.procs.append(w)
+            self.cpu_cmd.append(c)
+            self.cpu_out.append(o)
+
+    def set_data(self, raw_path: str) -> None:
+        for q in [self.gpu_cmd, *self.cpu_cmd]:
+            q.put(("data", raw_path))
+
+    @staticmethod
+    def get(q, it: int, timeout: float = 600.0):
+        try:
+            got = q.get(timeout=timeout)
+        except _queue.Empty:
+            raise RuntimeError(f"no preprocessed batch {it} within {timeout} s") from None
+        if got[0] == "error":
+            raise RuntimeError(f"preprocessing process failed:\n{got[1]}")
+        if got[0] != it:
+            raise RuntimeError(f"preprocessing process sent batch {got[0]}, expected {it}")
+        return got[1]
+
+    def close(self) -> None:
+        for q in [self.gpu_cmd, *self.cpu_cmd]:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=20)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+
+
+# ------------------------------------------------------------------ the trainer
+class StageTimer:
+    """Per-stage time of the trainer: CUDA events on the main stream (host clock on CPU)."""
+
+    def __init__(self, device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[list] = []
+        self.on = False
+
+    def __call__(self, stage: str) -> None:
+        if not self.on:
+            return
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+        else:
+            e = time.perf_counter()
+        self.marks[-1].append((stage, e))
+
+    def begin(self) -> None:
+        if self.on:
+            self.marks.append([])
+
+    def end(self) -> None:
+        self("end")
+
+    def result(self) -> dict[str, float]:
+        """Median ms per stage (grad_comm includes the SGD update)."""
+        per: dict[str, list[float]] = {}
+        for m in self.marks:
+            for (s, a), (_, b) in itertools.pairwise(m):
+                ms = a.elapsed_time(b) if self.cuda else (b - a) * 1e3
+                per.setdefault(s, []).append(ms)
+        return {s: float(np.median(v)) for s, v in per.items()}
+
+
+class Trainer:
+    """Model, data, programs and helpers of one rank; :meth:`run` measures one variant."""
+
+    def __init__(self, cfg: Config, rank: int, device: torch.device, raw_path: str,
+                 helpers: Helpers | None = None, group=None) -> None:  # fmt: skip
+        from rap_share.stages import TrainStep, build_model
+
+        self.cfg, self.rank, self.device, self.group = cfg, rank, device, group
+        self.cuda = device.type == "cuda"
+        self.raw_path = raw_path
+        self.raw = RawSource.load(raw_path)
+        self.plan, self.progs = build_programs(cfg, rank)
+        g = self.plan.graph
+        self.placement = self.plan.placement
+        cap = cfg.max_table_rows
+        self.sizes = [min(n, cap) if cap > 0 else n for n in g.table_sizes]
+        self.owned_names = [f.name for f, p in zip(g.sparse_features, self.placement) if p == rank]
+        self.owned_sizes = [s for s, p in zip(self.sizes, self.placement) if p == rank]
+        torch.manual_seed(cfg.seed)
+        with torch.device(device):
+            self.model = build_model(
+                [f.name for f in g.dense_features],
+                [f.name for f in g.sparse_features],
+                self.sizes,
+                self.placement,
+                cfg.embedding_dim,
+                cfg.bottom_mlp,
+                cfg.top_mlp,
+                rank,
+                cfg.world,
+                group,
+                check_ids=cfg.check,
+            )
+        self.timer = StageTimer(device)
+        self.step = TrainStep(self.model, lr=cfg.lr, world=cfg.world, group=group,
+                              on_stage=self._on_stage)  # fmt: skip
+        self._stage_hook = None
+        self.helpers = helpers
+
+    def _on_stage(self, stage: str) -> None:
+        self.timer(stage)
+        if self._stage_hook is not None:
+            self._stage_hook(stage)
+
+    # -- batches -> model inputs
+    def model_inputs(self, out: dict, it: int, mapped: bool):
+        from rec_common.jagged import JaggedBatch
+
+        dev = self.device
+        dense = torch.as_tensor(out["dense"]).to(dev, non_blocking=True)
+        labels = torch.as_tensor(out["labels"]).to(dev, non_blocking=True)
+        sparse = [tuple(torch.as_tensor(x).to(dev, non_blocking=True) for x in s)
+                  for s in out["sparse"]]  # fmt: skip
+        if not mapped:
+            sparse = input_all_to_all(sparse, self.placement, self.rank, self.cfg.world,
+                                      self.group)  # fmt: skip
+        vals = [torch.remainder(v, n) for (v, _), n in zip(sparse, self.owned_sizes)]
+        owned = JaggedBatch(self.owned_names, vals, [o for _, o in sparse])
+        if self.cfg.check:
+            self.check(dense, owned, labels, it)
+        return dense, owned, labels
+
+    def check(self, dense, owned, labels, it: int) -> None:
+        """The batch about to be trained on equals the numpy reference of the same raw rows."""
+        ref = reference_outputs(self.raw, self.progs["rap"], it, self.cfg, self.rank)
+        if not np.allclose(dense.cpu().numpy(), ref["dense"], rtol=1e-5, atol=1e-5):
+            raise RuntimeError(
+                f"rank {self.rank} batch {it}: dense inputs differ from the reference"
+            )
+        if not np.array_equal(labels.cpu().numpy(), ref["labels"]):
+            raise RuntimeError(f"rank {self.rank} batch {it}: labels differ from the reference")
+        for i, (v, o) in enumerate(ref["sparse"]):
+            want = np.mod(v, self.owned_sizes[i])
+            if not (
+                np.array_equal(owned.values[i].cpu().numpy(), want)
+                and np.array_equal(owned.offsets[i].cpu().numpy(), o)
+            ):
+                raise RuntimeError(
+                    f"rank {self.rank} batch {it}: ids of "
+                    f"{self.owned_names[i]!r} differ from the reference"
+                )
+
+    # -- one variant
+    def run(self, variant: str) -> dict:
+        """Train ``warmup + steps`` iterations with ``variant``; rank-0 timing and losses."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        cfg = self.cfg
+        total = cfg.warmup + cfg.steps
+        prog = self.progs[variant]
+        fn = getattr(self, f"_loop_{variant}", None) or self._loop_two_process
+        self.timer = StageTimer(self.device)
+        losses: list = []
+        state = {"t0": None}
+
+        def tick(it: int) -> None:  # called before iteration it
+            if it == cfg.warmup:
+                self._sync()
+                state["t0"] = time.perf_counter()
+                self.timer.on = True
+            self.timer.begin()
+
+        fn(variant, prog, total, tick, losses)
+        self._sync()
+        secs = time.perf_counter() - (state["t0"] or time.perf_counter())
+        vals = [float(x) for x in losses]
+        if not all(np.isfinite(vals)):
+            raise RuntimeError(f"{variant}: non-finite loss {vals}")
+        it_s = cfg.steps / secs if secs > 0 else float("nan")
+        return {"variant": variant, "seconds": secs, "iterations_per_s": it_s,
+                "total_iterations_per_s": it_s * cfg.world,
+                "samples_per_s": it_s * cfg.batch * cfg.world, "losses": vals,
+                "stage_ms": self.timer.result(), "launches": prog.launches}  # fmt: skip
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        if self.cfg.world > 1:
+            dist.barrier(group=self.group)
+
+    def _train(self, inputs, it, tick, losses) -> None:
+        tick(it)
+        loss = self.step(*inputs)
+        self.timer.end()
+        losses.append(loss)
+
+    def _loop_ideal(self, variant, prog, total, tick, losses) -> None:
+        made = [self.model_inputs(preprocess(self.raw, prog, i, self.cfg, self.rank, self.device),
+                                  i, True) for i in range(min(self.cfg.premade, total))]  # fmt: skip
+        for it in range(total):
+            self._train(made[it % len(made)], it, tick, losses)
+
+    def _loop_rap(self, variant, prog, total, tick, losses) -> None:
+        worker = StageWorker(self.device)
+        state: dict = {}
+
+        def load(it):
+            state["env"] = make_env(self.raw, prog, it, self.cfg, self.rank, self.device, True)
+
+        def post(stage):
+            if stage in prog.stages:
+                worker.post(lambda: run_launches(prog.stages[stage], state["env"]))
+
+        try:
+            worker.post(lambda: load(0))
+            for s in STAGES:
+                post(s)
+            worker.wait()
+            for it in range(total):
+                env = state["env"]
+                out = outputs(env, prog)
+                if self.cuda:  # made on the worker's stream, read on the trainer's
+                    main = torch.cuda.current_stream(self.device)
+                    for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
+                        t.record_stream(main)
+                inputs = self.model_inputs(out, it, True)
+                worker.post(lambda it=it: load(it + 1))
+                self._stage_hook = post
+                try:
+                    self._train(inputs, it, tick, losses)
+                finally:
+                    self._stage_hook = None
+                worker.wait()
+        finally:
+            worker.close()
+
+    def _loop_cuda_stream(self, variant, prog, total, tick, losses) -> None:
+        side = torch.cuda.Stream(self.device, priority=0) if self.cuda else None
+        out = preprocess(self.raw, prog, 0, self.cfg, self.rank, self.device)
+        for it in range(total):
+            inputs = self.model_inputs(out, it, False)
+            self._train(inputs, it, tick, losses)
+            if it + 1 < total:
+                if side is not None:
+                    side.wait_stream(torch.cuda.current_stream(self.device))
+                    with torch.cuda.stream(side):
+                        out = preprocess(self.raw, prog, it + 1, self.cfg, self.rank, self.device)
+                    torch.cuda.current_stream(self.device).wait_stream(side)
+                else:
+                    out = preprocess(self.raw, prog, it + 1, self.cfg, self.rank, self.device)
+
+    def _loop_two_process(self, variant, prog, total, tick, losses) -> None:
+        if self.helpers is None:
+            raise RuntimeError(f"{variant} needs the preprocessing process (Helpers)")
+        self.helpers.gpu_cmd.put(("run", self.cfg, prog, list(range(total))))
+        for it in range(total):
+            out = self.helpers.get(self.helpers.gpu_out, it)
+            self._train(self.model_inputs(out, it, prog.mapped), it, tick, losses)
+            del out
+
+    def _loop_cpu_workers(self, variant, prog, total, tick, losses) -> None:
+        if self.helpers is None or not self.helpers.cpu_cmd:
+            raise RuntimeError("cpu_workers needs CPU worker processes (Helpers)")
+        n = len(self.helpers.cpu_cmd)
+        for w in range(n):
+            self.helpers.cpu_cmd[w].put(("run", self.cfg, prog, list(range(w, total, n))))
+        for it in range(total):
+            out = self.helpers.get(self.helpers.cpu_out[it % n], it)
+            if self.cuda:
+                out = {"dense": torch.from_numpy(out["dense"]).pin_memory(),
+                       "labels": torch.from_numpy(out["labels"]).pin_memory(),
+                       "sparse": [tuple(torch.from_numpy(x).pin_memory() for x in s)
+                                  for s in out["sparse"]]}  # fmt: skip
+            self._train(self.model_inputs(out, it, False), it, tick, losses)
+
+
+def config_dict(cfg: Config) -> dict:
+    return asdict(cfg)
+
+
+def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], raw_paths: dict,
+              out_path: str, device_kind: str = "auto", cpu_workers: int = 4,
+              port: int = 0) -> None:  # fmt: skip
+    """One rank of a figures run: every (config, variant) in order; rank 0 appends JSON lines
+    (one per run) to ``out_path``."""
+    import datetime
+    import json
+
+    cuda = device_kind == "cuda" or (device_kind == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ["MASTER_PORT"] = str(port)
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=600))  # fmt: skip
+    first = raw_paths[cfgs[0].plan]
+    need = set(variants) & (set(TWO_PROCESS) | {"cpu_workers"})
+    helpers = Helpers(device, first, rank, cpu_workers if "cpu_workers" in need else 0) \
+        if need else None  # fmt: skip
+    try:
+        for cfg in cfgs:
+            if helpers is not None:
+                helpers.set_data(raw_paths[cfg.plan])
+            t0 = time.perf_counter()
+            tr = Trainer(cfg, rank, device, raw_paths[cfg.plan], helpers)
+            setup = time.perf_counter() - t0
+            for v in variants:
+                res = tr.run(v)
+                res.update(
+                    config=config_dict(cfg),
+                    setup_seconds=setup,
+                    device=str(device),
+                    mps=bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),
+                )
+                if rank == 0:
+                    with open(out_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(res) + "\n")
+            del tr
+            if cuda:
+                torch.cuda.empty_cache()
+    finally:
+        if helpers is not None:
+            helpers.close()
+        if world > 1:
+            dist.destroy_process_group()

@@ -1,0 +1,139 @@
+"""The co-run runtime and every baseline on CPU: trained-on inputs equal the reference."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from rap_share.corun import VARIANTS, Config, Helpers, Trainer, input_all_to_all, rank_main
+from rap_share.figures import main as figures_main
+from rap_share.mps import MpsDaemon
+from rap_share.runtime import RawSource
+
+SMALL = dict(batch=32, steps=2, warmup=1, embedding_dim=8, bottom_mlp="16", top_mlp="16-1",
+             max_table_rows=500, solver="greedy")  # fmt: skip
+
+
+def _raw(tmp_path, seed=0, name="raw.npz"):
+    p = os.path.join(tmp_path, name)
+    RawSource.synthetic(512, seed=seed).save(p)
+    return p
+
+
+def test_every_variant_trains_on_the_preprocessed_batches(tmp_path):
+    path = _raw(tmp_path)
+    cfg = Config(**SMALL, check=True)  # every batch is compared with the numpy reference
+    helpers = Helpers(torch.device("cpu"), path, 0, cpu_workers=2)
+    try:
+        tr = Trainer(cfg, 0, torch.device("cpu"), path, helpers)
+        for v in VARIANTS:
+            res = tr.run(v)
+            assert len(res["losses"]) == 3 and res["iterations_per_s"] > 0, v
+            assert res["launches"] > 0
+        assert tr.progs["mps"].launches > tr.progs["rap"].launches  # fusion: fewer launches
+    finally:
+        helpers.close()
+
+
+def test_changing_the_raw_data_changes_the_loss(tmp_path):
+    cfg = Config(**SMALL)
+    losses = []
+    for seed in (0, 1):
+        tr = Trainer(cfg, 0, torch.device("cpu"), _raw(tmp_path, seed, f"r{seed}.npz"))
+        losses.append(tr.run("rap")["losses"])
+    assert losses[0] != losses[1]
+    again = Trainer(cfg, 0, torch.device("cpu"), _raw(tmp_path, 0, "r0b.npz")).run("rap")
+    assert again["losses"] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_input_all_to_all_single_rank_keeps_owned():
+    s = [
+        (torch.tensor([1, 2]), torch.tensor([0, 1, 2])),
+        (torch.tensor([3]), torch.tensor([0, 0, 1])),
+    ]
+    out = input_all_to_all(s, [1, 0], rank=0, world=1)
+    assert len(out) == 1 and out[0][0].tolist() == [3]
+
+
+def test_two_ranks_on_gloo(tmp_path):
+    """2 processes, sharded tables; cuda_stream is unmapped: the ids go through the input
+    all-to-all, and check=True compares them with the owner's reference."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from rap_share.figures import _free_port
+
+    path = _raw(tmp_path)
+    out = os.path.join(tmp_path, "runs.jsonl")
+    cfg = Config(**{**SMALL, "world": 2}, check=True)
+    ctx = mp.start_processes(rank_main, args=(2, [cfg], ["rap", "cuda_stream", "ideal"],
+                                              {"plan0": path}, out, "cpu", 1, _free_port()),
+                             nprocs=2, join=False, start_method="spawn")  # fmt: skip
+    import time
+
+    t0 = time.time()
+    while not ctx.join(timeout=5):
+        if time.time() - t0 > 150:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("2-rank run timed out")
+    with open(out, encoding="utf-8") as f:
+        runs = [json.loads(x) for x in f]
+    assert [r["variant"] for r in runs] == ["rap", "cuda_stream", "ideal"]
+    assert all(r["config"]["world"] == 2 and len(r["losses"]) == 3 for r in runs)
+
+
+def test_mps_helper_says_why_it_cannot_start():
+    d = MpsDaemon()
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        assert d.start() is False and "not on PATH" in d.reason
+        assert d.env() == {}
+    d.stop()
+
+
+def test_figures_cli_rejects_bad_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        figures_main(["figure9", "--plans", "plan7"])
+    assert e.value.code == 2
+    assert figures_main(["figure9", "--data", "/nonexistent.npz", "--device", "cpu"]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="batch"):
+        Config(batch=0)
+
+
+@pytest.mark.gpu
+def test_every_variant_on_the_gpu_trains_on_the_preprocessed_batches(tmp_path):
+    path = _raw(tmp_path)
+    cfg = Config(**{**SMALL, "batch": 256}, check=True)
+    dev = torch.device("cuda:0")
+    helpers = Helpers(dev, path, 0, cpu_workers=1)
+    try:
+        tr = Trainer(cfg, 0, dev, path, helpers)
+        for v in VARIANTS:
+            res = tr.run(v)
+            assert len(res["losses"]) == 3, v
+            assert set(res["stage_ms"]) >= {"emb_fwd", "mlp_fwd", "mlp_bwd", "grad_comm"}
+    finally:
+        helpers.close()
+
+
+def test_criteo_tsv_reader(tmp_path):
+    from rap_share.figures import load_criteo_tsv
+
+    line = "1\t" + "\t".join(["3", ""] + ["1"] * 11) + "\t" + "\t".join(["68fd1e64", ""] * 13)
+    p = tmp_path / "day.tsv"
+    p.write_text(line + "\n" + line + "\n")
+    raw = load_criteo_tsv(str(p), rows=5)
+    assert raw.num_rows == 2 and raw.labels.tolist() == [1.0, 1.0]
+    assert raw.columns["int_1"].valid.tolist() == [False, False]
+    assert raw.columns["cat_0"].values[0] == 0x68FD1E64
+    p.write_text("1\t2\n")
+    with pytest.raises(ValueError, match="40"):
+        load_criteo_tsv(str(p), rows=5)
