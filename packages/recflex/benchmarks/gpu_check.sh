@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Everything recflex needs from a GPU machine, in one call (run from the repo root, ~3-5 min,
+# every step under a timeout so the whole script stays under 10 min):
+# environment, the gpu-marked tests, kernel stats of the default plans (NVRTC), and the
+# benchmark of the default plan against torch / FBGEMM TBE / TorchRec on models A..E.
+#
+#   OUT=/tmp/out bash packages/recflex/benchmarks/gpu_check.sh
+#
+# Files under $OUT/recflex/ (2): run.log (everything printed), kernel.jsonl (result rows).
+# Knobs: BATCHES (default 32 test batches per model), REPEATS (2), MODELS (A,B,C,D,E),
+# STEPS ("env tests compile bench").
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+OUT=${OUT:-$PWD/gpu-out}
+DIR="$OUT/recflex"
+mkdir -p "$DIR"
+PP=$(ls -d packages/*/src | tr '\n' ':')
+# FBGEMM/TorchRec for the baselines may come unpacked in .device/ (optional)
+for d in .device .device/site-packages .device/lib/python*/site-packages; do
+    [ -d "$d" ] && PP="$PP$PWD/$d:"
+done
+export PYTHONPATH="$PP${PYTHONPATH:-}"
+export PYTHONUNBUFFERED=1
+export RECFLEX_CACHE=${RECFLEX_CACHE:-/tmp/recflex-cache}
+BATCHES=${BATCHES:-32}
+REPEATS=${REPEATS:-2}
+MODELS=${MODELS:-A,B,C,D,E}
+STEPS=${STEPS:-"env tests compile bench"}
+LOG="$DIR/run.log"
+: >"$LOG"
+rm -f "$DIR/kernel.jsonl"
+status=0
+
+step() {  # step NAME TIMEOUT_S CMD...: run, log, remember a failure, go on
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+    [ "$rc" -eq 0 ] || status=1
+}
+
+for s in $STEPS; do
+    case $s in
+    env)
+        step env 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv;
+            python3 -c "
+import torch, numpy
+print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"numpy\", numpy.__version__)
+from cuda.bindings import nvrtc; print(\"nvrtc\", nvrtc.nvrtcVersion()[1:])
+from recflex import baselines
+for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \"ok\")
+"' ;;
+    tests)
+        step tests 200 python3 -m pytest packages/recflex -m gpu -q -p no:cacheprovider --maxfail=10 --durations=10 ;;
+    compile)
+        for m in A D; do
+            step "compile-$m" 45 python3 -m recflex.compile --model "$m" --json
+        done ;;
+    bench)
+        step bench 300 python3 -m recflex.bench --model "$MODELS" --plan default \
+            --batches "$BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
+    esac
+done
+
+python3 - "$DIR/kernel.jsonl" <<'PY' 2>&1 | tee -a "$LOG"
+import json, pathlib, sys
+p = pathlib.Path(sys.argv[1])
+if p.exists():
+    rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+    print("--- summed kernel time over the test batches (us); ratio = baseline time / time")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x vs {r['baseline']}" if r.get("ratio") else "-"
+        print(f"{r['workload']:12s} {r['variant']:11s} {r['value']:12.1f} {ratio}")
+PY
+echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"
+exit $status

@@ -1,0 +1,256 @@
+"""Summed kernel time of RecFlex's fused kernel and its baselines over a model's test batches.
+
+All variants run in one process on one GPU over the same batches: ``recflex`` (the plan's
+fused kernel; ``recflex-heavy-first`` the same with the heaviest blocks launched first), ``torch`` (per-feature ``embedding_bag`` + ``cat``), ``fbgemm-tbe`` (FBGEMM's
+inference TBE) and ``torchrec`` (``FusedEmbeddingBagCollection`` forward). Each variant's
+host work (packing, runtime binding, copies) is done before timing; the metric is the sum
+of its CUDA kernel durations over all batches (the paper's ``nsys`` kernel sum), median of
+``--repeats``. Outputs are checked against per-feature ``embedding_bag`` first; a variant
+that disagrees, or whose library does not import, is skipped with the reason logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from rec_common.results import make_row, ratio, write_rows
+from rec_common.timing import summarize
+from recflex import baselines, models
+from recflex.codegen import DISPATCH_MODES
+from recflex.inputs import pack
+from recflex.measure import summed_kernel_time
+from recflex.module import FusedEmbedding
+from recflex.reference import embedding_bag_reference
+
+VARIANTS = ("recflex", "recflex-heavy-first", *baselines.BASELINES)
+EXAMPLE = (
+    "example: python -m recflex.bench --model A,B,C,D,E --plan default --batches 128 "
+    "--out results/recflex/kernel.jsonl"
+)
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {', '.join(choices)}; got {text!r}"
+            )
+        return items
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m recflex.bench",
+        description=__doc__,
+        epilog=EXAMPLE,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        type=_csv(models.MODELS),
+        default=["A", "B", "C", "D", "E"],
+        help="comma-separated RecFlex models",
+    )
+    ap.add_argument(
+        "--plan",
+        default="default",
+        help="'default' (heuristic) or a plan JSON path; {model} is replaced "
+        "(e.g. plans/{model}.json)",
+    )
+    ap.add_argument("--occupancy", type=int, default=None, help="override the plan's blocks/SM")
+    ap.add_argument("--variants", type=_csv(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--batches", type=int, default=128, help="test batches per model")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes over the batches")
+    ap.add_argument("--dispatch", choices=DISPATCH_MODES, default="if-else")
+    ap.add_argument(
+        "--method",
+        choices=("auto", "profiler", "events"),
+        default="auto",
+        help="kernel sums from the profiler, or CUDA events per batch",
+    )
+    ap.add_argument("--baseline", default="fbgemm-tbe", help="variant the ratios are against")
+    ap.add_argument(
+        "--out", default="results/recflex/kernel.jsonl", help="JSON-lines file (appended)"
+    )
+    return ap
+
+
+def _check(name, out, ref) -> str | None:
+    if out.shape != ref.shape:
+        return f"output shape {tuple(out.shape)}, expected {tuple(ref.shape)}"
+    err = float((out.float() - ref).abs().max()) if ref.numel() else 0.0
+    return None if err <= 1e-3 else f"max |diff| vs embedding_bag is {err:.3e}"
+
+
+def bench_model(model: str, args, log) -> list[dict]:
+    w = models.workload(model)
+    plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
+    dev = torch.device("cuda")
+    tables = w.make_tables(device=dev)
+    t0 = time.perf_counter()
+    host = [pack(b) for b in w.batches(args.batches, seed=models.seed_for(w, "test"))]
+    log(
+        f"[{model}] {w.num_features} features, sum of dims {w.sum_dims}, {len(host)} batches "
+        f"(seed {models.seed_for(w, 'test')}, {sum(p.indices.numel() for p in host)} lookups) "
+        f"generated in {time.perf_counter() - t0:.1f} s"
+    )
+    refs = [embedding_bag_reference(tables, p.to(dev, torch.int64)) for p in host[:2]]
+    rows = []
+    common = {
+        "batches": len(host),
+        "plan": args.plan,
+        "dispatch": args.dispatch,
+        "features": w.num_features,
+        "sum_dims": w.sum_dims,
+    }
+    for name in args.variants:
+        extra = {}
+        try:
+            if name.startswith("recflex"):
+                order = "heavy-first" if name == "recflex-heavy-first" else "feature"
+                emb = FusedEmbedding(tables, plan, dispatch=args.dispatch, task_order=order)
+                t1 = time.perf_counter()
+                staged = [emb.prepare(p) for p in host]
+                torch.cuda.synchronize()
+                extra["host_prepare_us_per_batch"] = round(
+                    (time.perf_counter() - t1) / len(host) * 1e6, 1
+                )
+                extra.update(
+                    {
+                        k: v
+                        for k, v in emb.kernel_stats(staged[0][2]["index_dtype"]).items()
+                        if k
+                        in (
+                            "registers",
+                            "occupancy_blocks_per_sm",
+                            "static_smem_bytes",
+                            "functions",
+                            "max_concurrent_blocks",
+                        )
+                    }
+                )
+                extra["blocks"] = sum(s[1].total_blocks for s in staged)
+
+                def run(s, emb=emb):
+                    return emb.run_prepared(*s)
+            else:
+                reason = baselines.available(name)
+                if reason:
+                    log(f"[{model}] skip {name}: {reason}")
+                    continue
+                prepare, run_b = baselines.build(name, tables)
+                staged = [prepare(p) for p in host]
+                run = run_b
+            for i, ref in enumerate(refs):
+                bad = _check(name, run(staged[i]), ref)
+                if bad:
+                    raise RuntimeError(f"batch {i}: {bad}")
+            if name.startswith("recflex"):
+                emb.check_errors()
+            totals, method = summed_kernel_time(
+                run, staged, repeats=args.repeats, method=args.method
+            )
+        except Exception as exc:  # a baseline library failing must not stop the others
+            log(f"[{model}] skip {name}: {type(exc).__name__}: {exc}")
+            continue
+        t = summarize(totals, torch.cuda.get_device_name(dev))
+        log(
+            f"[{model}] {name:12s} {t.median:12.1f} us over {len(host)} batches ({method})"
+            + (f" {extra}" if extra else "")
+        )
+        rows.append(
+            make_row(
+                package="recflex",
+                benchmark="kernel",
+                workload=f"recflex-{model}",
+                variant=name,
+                metric="kernel_time",
+                unit="us",
+                timing=t,
+                method=method,
+                **common,
+                **extra,
+            )
+        )
+        del staged
+        torch.cuda.empty_cache()
+    base = args.baseline if any(r["variant"] == args.baseline for r in rows) else "torch"
+    base_row = next((r for r in rows if r["variant"] == base), None)
+    for r in rows:  # every row against the baseline's (same model, batches, metric)
+        if base_row is not None and r is not base_row:
+            r["baseline"] = base
+            r["ratio"] = ratio(r["value"], base_row["value"], r["unit"], r["metric"])
+    for r in rows:
+        if r["variant"] != base and r["ratio"]:
+            log(f"[{model}] {r['variant']:12s} {r['ratio']:.2f}x vs {base}")
+    return rows
+
+
+def _prebuild(args, log) -> None:
+    """Compile every model's fused kernel up front, in parallel processes (disk cache)."""
+    from recflex import build, launch
+    from recflex.codegen import generate
+
+    kernels = []
+    for model in args.model:
+        try:
+            w = models.workload(model)
+            plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
+        except (ValueError, FileNotFoundError):
+            continue  # reported when the model runs
+        idt = "int32" if w.index_dtype == torch.int32 else "int64"
+        kernels.append(generate(plan, index_dtype=idt, dispatch=args.dispatch))
+    t0 = time.perf_counter()
+    try:
+        done = build.prebuild(kernels, launch.arch_of(torch.cuda.current_device()), jobs=8)
+    except (RuntimeError, ImportError) as exc:
+        log(f"prebuild failed ({exc}); kernels compile on first use")
+        return
+    built = [d for d in done if not d[2]]
+    log(
+        f"{len(kernels)} fused kernels ready in {time.perf_counter() - t0:.1f} s "
+        f"({len(built)} compiled, slowest {max((d[1] for d in built), default=0):.1f} s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.batches < 1 or args.repeats < 1:
+        print("error: --batches and --repeats must be >= 1", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available():
+        print(
+            "error: recflex.bench times GPU kernels and needs a CUDA GPU; none is present "
+            "(python -m recflex.run checks a model on the CPU)",
+            file=sys.stderr,
+        )
+        return 1
+
+    def log(msg):
+        print(msg, flush=True)
+
+    _prebuild(args, log)
+    all_rows = []
+    for model in args.model:
+        try:
+            rows = bench_model(model, args, log)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: model {model}: {exc}", file=sys.stderr)
+            return 1
+        all_rows.extend(rows)
+        if rows:
+            write_rows(args.out, rows)
+    print(f"wrote {len(all_rows)} rows to {args.out}")
+    return 0 if all_rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

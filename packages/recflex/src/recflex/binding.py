@@ -1,0 +1,184 @@
+"""Runtime thread binding: how many blocks each feature gets for *this* batch.
+
+The fused kernel reads ``tasks[blockIdx.x] = (feature, block of that feature)``. Block counts
+come from the real batch (RecFlex's "runtime task mapping"): OneHot 1, OneHotMultiBlock
+``min(ceil(B/256), max_concurrent)``, WarpPerSample ``ceil(B/y)``, OneBlockMultiSample
+``ceil(B/z)``, MultiBlockPerSample and ReduceByKey ``min(tiles, max_concurrent)``. A feature
+with no lookups gets no schedule blocks, only the few zero-fill blocks that write its zeros,
+so a 1-sample batch launches a handful of blocks. Everything is a handful of torch ops over
+all features at once, on the device the offsets live on: no Python loop over features or
+samples.
+
+Input layout (TBE's and ``KeyedJaggedTensor``'s): ``offsets`` has ``F*B + 1`` entries and
+the ids of feature ``f``, sample ``b`` are ``indices[offsets[f*B + b] : offsets[f*B + b + 1]]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recflex.constants import ONEHOT_TILE, ZERO_FILL_FLOATS_PER_BLOCK
+from recflex.plan import Plan
+
+# template codes in the per-feature tables
+_CODES = {
+    "OneHot": 0,
+    "OneHotMultiBlock": 1,
+    "WarpPerSample": 2,
+    "OneBlockMultiSample": 3,
+    "MultiBlockPerSample": 4,
+    "ReduceByKey": 5,
+}
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The per-batch launch description.
+
+    ``blocks[f]``: blocks of feature ``f``; ``tasks``: ``[total, 2]`` int32 (feature, block);
+    ``work``: ``[W, 2]`` int32 (sample, tile) pairs of the MultiBlockPerSample features,
+    feature ``f``'s at ``work[work_start[f]:work_start[f+1]]``; ``nnz[f]``: its lookups.
+    """
+
+    batch_size: int
+    blocks: torch.Tensor
+    tasks: torch.Tensor
+    work: torch.Tensor
+    work_start: torch.Tensor
+    nnz: torch.Tensor
+    total_blocks: int
+
+    def pack(self) -> tuple[torch.Tensor, dict[str, int]]:
+        """One int32 buffer [tasks | blocks | work_start | work] (8-byte aligned sections)
+        and the element offset of each section: a single copy moves it to the GPU."""
+        parts = [
+            ("tasks", self.tasks.reshape(-1)),
+            ("blocks", self.blocks),
+            ("work_start", self.work_start),
+            ("work", self.work.reshape(-1)),
+        ]
+        offs, chunks, pos = {}, [], 0
+        for name, t in parts:
+            offs[name] = pos
+            chunks.append(t.to(torch.int32))
+            pos += t.numel()
+            if pos % 2:
+                chunks.append(torch.zeros(1, dtype=torch.int32, device=t.device))
+                pos += 1
+        return torch.cat(chunks), offs
+
+
+TASK_ORDERS = ("feature", "heavy-first")
+
+
+class Binder:
+    """Per-plan tables (template code, samples per block, lookups per tile) for :meth:`bind`.
+
+    ``task_order``: ``feature`` lists each feature's blocks in feature order (the artifact's
+    task mapping); ``heavy-first`` lists the features whose blocks carry the most loads per
+    block first (longest-processing-time order, so long blocks do not start last).
+    """
+
+    def __init__(self, plan: Plan, max_concurrent: int, task_order: str = "feature") -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1 block, got {max_concurrent}")
+        if task_order not in TASK_ORDERS:
+            raise ValueError(f"task_order: expected one of {TASK_ORDERS}, got {task_order!r}")
+        self.task_order = task_order
+        self.plan = plan
+        self.max_concurrent = int(max_concurrent)
+        codes, spb, tile, dims = [], [], [], []
+        for s, d in zip(plan.schedules, plan.dims):
+            codes.append(_CODES[s.template])
+            spb.append(s.samples_per_block or 1)
+            tile.append(s.lookups_per_tile(d) or 1)
+            dims.append(d)
+        self._cpu = {
+            "code": torch.tensor(codes, dtype=torch.int64),
+            "spb": torch.tensor(spb, dtype=torch.int64),
+            "tile": torch.tensor(tile, dtype=torch.int64),
+            "dim": torch.tensor(dims, dtype=torch.int64),
+        }
+        self._mbps = torch.nonzero(self._cpu["code"] == _CODES["MultiBlockPerSample"]).flatten()
+        self._dev: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        t = self._dev.get(device)
+        if t is None:
+            t = {k: v.to(device) for k, v in self._cpu.items()}
+            t["mbps"] = self._mbps.to(device)
+            self._dev[device] = t
+        return t
+
+    def bind(self, offsets: torch.Tensor, batch_size: int) -> Binding:
+        """Block counts, task list and MultiBlockPerSample work list for one batch."""
+        nf = self.plan.num_features
+        b = int(batch_size)
+        if b < 0:
+            raise ValueError(f"batch_size must be >= 0, got {b}")
+        if offsets.dim() != 1 or offsets.numel() != nf * b + 1:
+            raise ValueError(
+                f"offsets: expected {nf}*{b}+1 = {nf * b + 1} entries (features x batch + 1), "
+                f"got shape {tuple(offsets.shape)}"
+            )
+        dev = offsets.device
+        t = self._tables(dev)
+        offs = offsets.to(torch.int64)
+        code, maxc = t["code"], self.max_concurrent
+        nnz = offs[b::b][:nf] - offs[0 : nf * b : b] if b else torch.zeros_like(code)
+        zero = torch.zeros_like(code)
+        blocks = torch.where(code == 0, torch.ones_like(code), zero)
+        tiles_b = -(-b // ONEHOT_TILE)
+        blocks = torch.where(code == 1, torch.full_like(code, min(tiles_b, maxc)), blocks)
+        per_b = -torch.div(-b, t["spb"], rounding_mode="floor")
+        blocks = torch.where((code == 2) | (code == 3), per_b, blocks)
+        rbk = torch.clamp(-torch.div(-nnz, t["tile"], rounding_mode="floor"), max=maxc)
+        blocks = torch.where(code == 5, rbk, blocks)
+        # MultiBlockPerSample: (sample, tile) pairs from the per-sample lengths
+        work = torch.zeros(0, 2, dtype=torch.int64, device=dev)
+        work_start = torch.zeros(nf + 1, dtype=torch.int64, device=dev)
+        mb = t["mbps"]
+        if mb.numel() and b:
+            lens = (offs[1:] - offs[:-1]).view(nf, b)[mb]  # [M, B]
+            tl = t["tile"][mb].unsqueeze(1)
+            ntiles = -torch.div(-lens, tl, rounding_mode="floor")  # [M, B]
+            per_feat = ntiles.sum(dim=1)
+            counts = torch.zeros_like(code).index_put_((mb,), per_feat)
+            work_start[1:] = torch.cumsum(counts, 0)
+            flat = ntiles.reshape(-1)
+            total = int(flat.sum())
+            sample = torch.arange(b, device=dev).repeat(mb.numel())
+            first = torch.cumsum(flat, 0) - flat
+            rep_sample = torch.repeat_interleave(sample, flat, output_size=total)
+            tile_idx = torch.arange(total, device=dev) - torch.repeat_interleave(
+                first, flat, output_size=total
+            )
+            work = torch.stack([rep_sample, tile_idx], dim=1)
+            blocks = blocks.index_put_((mb,), torch.clamp(per_feat, max=maxc))
+        # no lookups: no schedule blocks, only zero-fill blocks
+        zf = -torch.div(-b * t["dim"], ZERO_FILL_FLOATS_PER_BLOCK, rounding_mode="floor")
+        blocks = torch.where(nnz == 0, zf, blocks)
+        total = int(blocks.sum()) if nf else 0
+        if self.task_order == "heavy-first":
+            load = nnz.double() * t["dim"] / torch.clamp(blocks, min=1)
+            order = torch.argsort(-load, stable=True)
+        else:
+            order = torch.arange(nf, device=dev)
+        ob = blocks[order]
+        starts = torch.cumsum(ob, 0) - ob
+        feat = torch.repeat_interleave(order, ob, output_size=total)
+        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
+            starts, ob, output_size=total
+        )
+        tasks = torch.stack([feat, bid], dim=1).to(torch.int32)
+        return Binding(
+            batch_size=b,
+            blocks=blocks.to(torch.int32),
+            tasks=tasks,
+            work=work.to(torch.int32),
+            work_start=work_start.to(torch.int32),
+            nnz=nnz,
+            total_blocks=total,
+        )
