@@ -187,9 +187,9 @@ class BagCache:
         self._pending_fetch = None
 
     def _write_back(self, round_index: int, evict: Tensor, write_back: Tensor) -> None:
-        weights, states = self.cache.read(write_back)
+        weights, states = self.cache.read(write_back)  # copies: the slots may be reused now
         self.cache.free(evict)
-        self.links.write_back(round_index, write_back, weights.cpu(), states.cpu())
+        self.links.write_back(round_index, write_back, weights, states)  # links move to host
         self._cur["written_rows"] += int(write_back.numel())
 
     def _round_start(self, g: int) -> None:

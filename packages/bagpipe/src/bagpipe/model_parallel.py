@@ -27,18 +27,28 @@ from bagpipe.optim import DenseOptimizer, row_optimizer
 from bagpipe.server import init_tables
 
 
-def assign_tables(table_sizes, n: int) -> list[int]:
-    """Owner of each table: largest first onto the trainer with the fewest rows.
+def assign_tables(table_sizes, n: int, dims=None) -> list[int]:
+    """Owner of each table, balancing bytes (rows x dim) as TorchRec's table-wise planner.
+
+    Largest table first onto the trainer with the least load (LPT). The number of tables per
+    trainer follows from the sizes: Kaggle's 26 tables split 23 vs 3 (16.2M vs 17.6M rows).
 
     >>> assign_tables([10, 500, 20, 400], 2)
     [1, 0, 1, 1]
     """
+    if n < 1:
+        raise ValueError(f"n: expected >= 1 trainers, got {n}")
+    dims = [1] * len(table_sizes) if dims is None else list(dims)
+    if len(dims) != len(table_sizes):
+        raise ValueError(f"dims: expected {len(table_sizes)} values (one per table), got "
+                         f"{len(dims)}")  # fmt: skip
+    cost = [int(r) * int(d) for r, d in zip(table_sizes, dims)]
     load = [0] * n
     owner = [0] * len(table_sizes)
-    for f in sorted(range(len(table_sizes)), key=lambda f: -table_sizes[f]):
+    for f in sorted(range(len(table_sizes)), key=lambda f: (-cost[f], f)):
         o = min(range(n), key=lambda t: (load[t], t))
         owner[f] = o
-        load[o] += table_sizes[f]
+        load[o] += cost[f]
     return owner
 
 
@@ -73,7 +83,7 @@ class ModelParallelTrainer:
         self.sizes = list(s["table_sizes"])
         self.nf = len(self.sizes)
         self.d, self.w = s["dim"], s["row_width"]
-        self.owner = assign_tables(self.sizes, self.n)
+        self.owner = assign_tables(self.sizes, self.n, [self.w] * self.nf)
         self.mine = [f for f in range(self.nf) if self.owner[f] == trainer]
         self.of = [[f for f in range(self.nf) if self.owner[f] == o] for o in range(self.n)]
         tables = init_tables(s["seed"], self.sizes, self.w)

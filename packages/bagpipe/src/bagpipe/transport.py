@@ -95,6 +95,7 @@ class LocalLinks:
         return _CfHandle(fut, self.timeout)
 
     def write_back(self, round_index: int, rows, weights, states) -> None:
+        weights, states = weights.cpu(), states.cpu()
         for j, (pos, r) in enumerate(split_by_server(rows, len(self.stores))):
             self.stores[j].write_back(self.trainer, round_index, r, weights[pos], states[pos])
 
@@ -178,13 +179,23 @@ class DistCollective:
         return out
 
     def all_to_all(self, outputs: list[Tensor], inputs: list[Tensor]) -> None:
-        in_sizes = [int(x.shape[0]) for x in inputs]
-        out_sizes = [int(x.shape[0]) for x in outputs]
-        src = torch.cat([x.reshape(x.shape[0], -1) for x in inputs])
-        dst = torch.empty((sum(out_sizes), *src.shape[1:]), dtype=src.dtype, device=src.device)
+        """``outputs[j]`` := rank j's ``inputs[self.rank]``; shapes may differ per pair.
+
+        Everything travels flattened, with splits counted in elements: the pieces a rank sends
+        (or receives) may have different trailing shapes (uneven table-wise shards), so they
+        cannot be stacked along dim 0.
+        """
+        if len(inputs) != self.world_size or len(outputs) != self.world_size:
+            raise ValueError(f"all_to_all: expected {self.world_size} inputs and outputs, got "
+                             f"{len(inputs)} and {len(outputs)}")  # fmt: skip
+        in_sizes = [int(x.numel()) for x in inputs]
+        out_sizes = [int(x.numel()) for x in outputs]
+        ref = inputs[0]
+        src = torch.cat([x.reshape(-1) for x in inputs])
+        dst = torch.empty(sum(out_sizes), dtype=ref.dtype, device=ref.device)
         self.dist.all_to_all_single(dst, src, out_sizes, in_sizes, group=self.group)
         for o, piece in zip(outputs, dst.split(out_sizes)):
-            o.copy_(piece.view_as(o))
+            o.copy_(piece.view(o.shape))
 
     def barrier(self) -> None:
         self.dist.barrier(group=self.group)
