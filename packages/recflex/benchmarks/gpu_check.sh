@@ -8,7 +8,11 @@
 #
 # Files under $OUT/recflex/ (2): run.log (everything printed), kernel.jsonl (result rows).
 # Knobs: BATCHES (default 32 test batches per model), REPEATS (2), MODELS (A,B,C,D,E),
-# STEPS ("env tests compile bench").
+# STEPS ("env tests compile bench"). RECFLEX_TUNE=1 adds a "tune" step (not run by default):
+# tune model A with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
+# occupancies TUNE_OCC=2,4,8, probes of <= 32 candidates built 16 at a time, the binding and
+# dispatch ablations), then bench the tuned plan against the baselines. The plan and its
+# report go to /tmp/recflex-tune/ (the report's summary is printed into run.log).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -26,6 +30,9 @@ BATCHES=${BATCHES:-32}
 REPEATS=${REPEATS:-2}
 MODELS=${MODELS:-A,B,C,D,E}
 STEPS=${STEPS:-"env tests compile bench"}
+if [ "${RECFLEX_TUNE:-0}" = 1 ]; then STEPS="$STEPS tune"; fi
+TUNE_BATCHES=${TUNE_BATCHES:-32}
+TUNE_OCC=${TUNE_OCC:-2,4,8}
 LOG="$DIR/run.log"
 : >"$LOG"
 rm -f "$DIR/kernel.jsonl"
@@ -62,6 +69,25 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
     bench)
         step bench 300 python3 -m recflex.bench --model "$MODELS" --plan default \
             --batches "$BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
+    tune)
+        mkdir -p /tmp/recflex-tune
+        step tune-A 560 python3 -m recflex.tune --model A --out /tmp/recflex-tune/A.json \
+            --batches "$TUNE_BATCHES" --local-batches 4 --occupancies "$TUNE_OCC" --chunk 32 \
+            --jobs 16 --ablations binding,dispatch --rows "$DIR/kernel.jsonl" --quiet
+        python3 - /tmp/recflex-tune/A.report.json <<'PY' 2>&1 | tee -a "$LOG"
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except OSError as e:
+    sys.exit(f"no tuning report: {e}")
+keys = ("clusters", "candidates", "occupancy", "global_curve", "wall_s", "local_s",
+        "global_s", "compiles", "compile_s", "cache_hits", "ablations")
+print(json.dumps({k: r.get(k) for k in keys}, indent=1))
+print("notes:", r.get("notes", [])[:10])
+PY
+        [ -f /tmp/recflex-tune/A.json ] && step bench-tuned-A 200 python3 -m recflex.bench \
+            --model A --plan /tmp/recflex-tune/A.json --batches "$BATCHES" --repeats "$REPEATS" \
+            --out "$DIR/kernel.jsonl" ;;
     esac
 done
 

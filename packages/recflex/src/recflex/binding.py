@@ -182,3 +182,66 @@ class Binder:
             nnz=nnz,
             total_blocks=total,
         )
+
+
+BINDINGS = ("runtime", "static-mean", "static-max")
+
+
+class StaticBinder(Binder):
+    """Static thread binding (the ablation): each feature's block count is fixed once,
+    from the mean or the max of its runtime counts over sample batches, instead of
+    following every batch.
+
+    Templates whose blocks stride over their work (OneHot, OneHotMultiBlock,
+    MultiBlockPerSample, ReduceByKey, zero fill) run with the fixed count, more blocks
+    (idle ones exit) or fewer (each loops longer). WarpPerSample and OneBlockMultiSample
+    map one block to a fixed slice of samples and cannot stride, so they get at least the
+    batch's own count (a static kernel would have to be launched for the largest batch).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        max_concurrent: int,
+        sample_offsets: list[tuple[torch.Tensor, int]],
+        mode: str = "static-max",
+    ) -> None:
+        super().__init__(plan, max_concurrent, "feature")
+        if mode not in ("static-mean", "static-max"):
+            raise ValueError(f"mode: expected static-mean or static-max, got {mode!r}")
+        if not sample_offsets:
+            raise ValueError("sample_offsets: a static binding needs at least one sample batch")
+        counts = torch.stack(
+            [Binder.bind(self, o.cpu(), b).blocks.to(torch.float64) for o, b in sample_offsets]
+        )
+        fixed = counts.max(0).values if mode == "static-max" else counts.mean(0).round()
+        self.mode = mode
+        self.fixed = torch.clamp(fixed, min=1).to(torch.int64)
+
+    def bind(self, offsets: torch.Tensor, batch_size: int) -> Binding:
+        rt = super().bind(offsets, batch_size)
+        dev = offsets.device
+        code = self._tables(dev)["code"]
+        fixed = self.fixed.to(dev)
+        runtime = rt.blocks.to(torch.int64)
+        strided = (code != 2) & (code != 3)
+        blocks = torch.where(strided, fixed, torch.maximum(fixed, runtime))
+        if batch_size == 0:
+            blocks = torch.zeros_like(blocks)
+        total = int(blocks.sum())
+        starts = torch.cumsum(blocks, 0) - blocks
+        feat = torch.repeat_interleave(torch.arange(blocks.numel(), device=dev), blocks,
+                                       output_size=total)  # fmt: skip
+        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
+            starts, blocks, output_size=total
+        )
+        tasks = torch.stack([feat, bid], dim=1).to(torch.int32)
+        return Binding(
+            batch_size=rt.batch_size,
+            blocks=blocks.to(torch.int32),
+            tasks=tasks,
+            work=rt.work,
+            work_start=rt.work_start,
+            nnz=rt.nnz,
+            total_blocks=total,
+        )

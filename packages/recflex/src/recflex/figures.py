@@ -7,8 +7,10 @@
   ``T_recflex / T_system`` as the paper plots it (RecFlex = 1; a bar below 1 means that
   system is slower than RecFlex).
 
-The tuner-based figures (opportunity spread, two-stage vs naive, static vs runtime binding,
-jump table vs if-else, mutation curves) come with the tuner in a later release.
+- ``tuning`` (from a ``python -m recflex.tune`` report): the opportunity plot (every
+  candidate's probe score per feature cluster, normalized to the cluster's best), the global
+  stage's curve over occupancy, the ablations (naive, static binding, jump table) against
+  the two-stage plan, and the mutation curves with the chosen schedule circled.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from recflex import models
 
-FIGURES = ("workloads", "kernel")
+FIGURES = ("workloads", "kernel", "tuning")
 EXAMPLE = (
     "example: python -m recflex.figures workloads kernel --results "
     "results/recflex/kernel.jsonl --out-dir results/recflex"
@@ -122,6 +124,65 @@ def plot_kernel(results: Path, out: Path) -> Path:
     return out
 
 
+def plot_tuning(report: Path, out: Path) -> Path:
+    """Four panels from a tuning report (see the module docstring)."""
+    import json
+
+    plt = _pyplot()
+    r = json.loads(Path(report).read_text())
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    ax = axes[0][0]
+    info = sorted(
+        r["cluster_info"],
+        key=lambda c: -max(x for x in c["scores_at_optimum"] if x is not None),
+    )
+    for i, c in enumerate(info):
+        s = [x for x in c["scores_at_optimum"] if x is not None and x > 0]
+        if s:
+            ax.scatter([i] * len(s), [min(s) / x for x in s], s=4, alpha=0.5)
+    ax.set_xlabel("feature cluster (heaviest first)")
+    ax.set_ylabel("normalized performance (best / candidate)")
+    ax.set_title(f"opportunity at o={r['occupancy']}")
+    ax = axes[0][1]
+    curve = r["global_curve"]
+    ax.plot([int(o) for o in curve], list(curve.values()), marker="o")
+    ax.set_xlabel("occupancy o (blocks/SM)")
+    ax.set_ylabel("whole kernel, summed over the tuning batches")
+    ax.set_title("global stage")
+    ax = axes[1][0]
+    ab = r.get("ablations", {})
+    bars = {"two-stage": r["cost"]}
+    if "naive" in ab:
+        bars["naive"] = ab["naive"]["cost"]
+    for k, v in ab.get("binding", {}).items():
+        if k != "runtime":
+            bars[k] = v
+    if "jump-table" in ab.get("dispatch", {}):
+        bars["jump-table"] = ab["dispatch"]["jump-table"]
+    ax.bar(list(bars), [r["cost"] / v if v else 0 for v in bars.values()])
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_ylabel("normalized performance (T_two-stage / T)")
+    ax.set_title("ablations")
+    ax.tick_params(axis="x", labelrotation=20)
+    ax = axes[1][1]
+    for m in ab.get("mutation", []):
+        best = min(m["costs"])
+        ys = [best / c if c else 0 for c in m["costs"]]
+        ax.plot(range(len(ys)), ys, lw=0.8, label=f"{m['feature']} (dim {m['dim']})")
+        ax.scatter([m["chosen"]], [ys[m["chosen"]]], s=60, facecolors="none", edgecolors="k")
+    ax.set_xlabel("candidate schedule")
+    ax.set_ylabel("normalized performance of the whole kernel")
+    ax.set_title("mutation (chosen schedule circled)")
+    if ab.get("mutation"):
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{r['model']}: tuning ({r['cost_source']})", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m recflex.figures",
@@ -140,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         "--results",
         default="results/recflex/kernel.jsonl",
         help="rows of python -m recflex.bench (kernel figure)",
+    )
+    ap.add_argument(
+        "--report",
+        default=None,
+        help="a python -m recflex.tune report JSON (tuning figure)",
     )
     ap.add_argument("--out-dir", default="results/recflex", help="where the PNGs go")
     args = ap.parse_args(argv)
@@ -164,7 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 1
             written.append(plot_kernel(res, out_dir / "recflex-kernel.png"))
-    except (ValueError, ImportError) as exc:
+        if "tuning" in which:
+            if not args.report or not Path(args.report).is_file():
+                print(
+                    f"error: --report {args.report!r} is not a file; run python -m recflex.tune "
+                    "first (its PLAN.report.json)",
+                    file=sys.stderr,
+                )
+                return 1
+            name = f"recflex-tuning-{Path(args.report).name.split('.')[0]}.png"
+            written.append(plot_tuning(Path(args.report), out_dir / name))
+    except (ValueError, ImportError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print("wrote " + ", ".join(str(p) for p in written))
