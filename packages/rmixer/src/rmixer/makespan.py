@@ -108,6 +108,8 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
     timed_out = False
     try:
         sched.launcher.warm()
+        if gpus:  # fresh CUDA workers with this run's environment (MPS), imports done
+            sched.launcher.prestart_cuda(job_env, wait=True)
         t0 = time.time()
         sched.submit(jobs)
         try:
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     knowledge = Knowledge.load(args.profiles or out / "profiles.json")
     configs = {config_key(s.config): s.config for specs in mixes.values() for s in specs}
     print(f"profiling {len(configs)} configs on {gpu_dev} ...", flush=True)
-    launcher = Launcher("zygote")  # one zygote (no CUDA in it) for every run
+    launcher = Launcher("zygote", spares=4)  # CPU zygote + 4 fresh CUDA workers kept ready
     try:
         return _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out, runs,
                      launcher, configs, knowledge)  # fmt: skip

@@ -41,15 +41,23 @@ class MpsDaemon:
         return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe_dir),
                 "CUDA_MPS_LOG_DIRECTORY": str(self.log_dir)}  # fmt: skip
 
-    def _control(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    def _control(
+        self, *args: str, stdin: str | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
         binary = shutil.which(BINARY)
         if binary is None:
             raise MpsError(f"{BINARY} is not on PATH: MPS is unavailable on this machine")
         return subprocess.run([binary, *args], input=stdin, capture_output=True, text=True,
-                              timeout=30, env={**os.environ, **self.env})  # fmt: skip
+                              timeout=timeout, env={**os.environ, **self.env})  # fmt: skip
 
     def running(self) -> bool:
-        return (self.pipe_dir / "control").exists()
+        """True when a daemon answers on our pipe (the ``control`` file can outlive it)."""
+        if not (self.pipe_dir / "control").exists():
+            return False
+        try:
+            return self._control(stdin="get_server_list\n", timeout=5).returncode == 0
+        except (MpsError, subprocess.TimeoutExpired):
+            return False
 
     def start(self) -> dict[str, str]:
         """Start the daemon (``-d``) and check that it answers; returns :attr:`env`."""

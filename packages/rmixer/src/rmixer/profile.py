@@ -114,6 +114,8 @@ def profile_all(configs: dict[str, dict], devices: list[str], knowledge: Knowled
     own = launcher is None
     launcher = launcher or Launcher("zygote")
     launcher.warm()
+    if any(d.startswith("cuda") for d in devices):
+        launcher.prestart_cuda(None, wait=True)
     threads = cpu_threads or max(1, (os.cpu_count() or 2) // 2)
     try:
         with tempfile.TemporaryDirectory(prefix="rmixer-profile-") as tmp:

@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     from rmixer.memory import warm_up
 
     scheduler.launcher.prestart()  # the zygote imports torch while we warm the estimator
+    if any(d.run_on.startswith("cuda") for d in devices):
+        scheduler.launcher.prestart_cuda(scheduler.job_env)  # fresh processes for CUDA jobs
     warm_up()
     recovered = scheduler.recover()
     try:

@@ -6,11 +6,13 @@ millisecond resolution, the measured peak memory and, in profile mode, the per-i
 and device busy share. Exit codes: 0 done, 3 out of memory, 1 any other failure (its
 message is in the result and the job log).
 
-Run by the launcher (forkserver child), or by hand: ``python -m rmixer.worker SPEC.json``.
+Run by the launcher (a zygote child for CPU jobs, a fresh ``--wait`` process for CUDA jobs),
+or by hand: ``python -m rmixer.worker SPEC.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -310,8 +312,30 @@ def warm_up() -> None:
         torch.set_num_threads(threads)
 
 
+def wait_main() -> int:
+    """A pre-started CUDA worker: import and warm up now, then run the one spec whose path
+    arrives on stdin (EOF: not needed, exit). Never forked, so CUDA starts clean here."""
+    warm_up()
+    with contextlib.suppress(OSError):  # the launcher stopped listening; the spec may come
+        print("ready", flush=True)
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    try:
+        spec = json.loads(Path(line).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"error: spec {line}: {exc}", file=sys.stderr)
+        return 1
+    process_main(spec)
+    return 1  # not reached: process_main exits
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--wait"]:
+        return wait_main()
 
     parser = argparse.ArgumentParser(
         description="Run one rmixer job from a JSON spec (normally started by the server).",
