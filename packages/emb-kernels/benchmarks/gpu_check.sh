@@ -109,8 +109,8 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
         if command -v compute-sanitizer >/dev/null && optional sanitizer; then
             step sanitizer 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 3 python3 -c '
 import torch, emb_kernels
-w = torch.randn(1000, 64, device="cuda")
 ids = torch.randint(0, 1000, (3000,), device="cuda"); ids[::97] = 5000; ids[5] = -3
+w = torch.randn(1000, 64, device="cuda")
 for step in (30, 1, 300):  # warp/segmented, one-hot segmented and block modes of fast
     offs = torch.arange(0, 3000, step, device="cuda")
     for v in emb_kernels.VARIANTS:
@@ -119,6 +119,16 @@ for step in (30, 1, 300):  # warp/segmented, one-hot segmented and block modes o
             emb_kernels.check_errors()
         except ValueError as e:
             print(step, v, "reported:", str(e)[:90])
+from emb_kernels import errors, ops
+w = torch.randn(1000, 128, device="cuda")
+for step in (10, 100):  # fast with cooperative id loads (opt-in): the coop path and K > 1
+    offs = torch.arange(0, 3000, step, device="cuda")
+    l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast={"coop": True, "block_warps": 0})
+    errors.watch(l(), lambda t, p: f"coop: bad id at {p}")
+    try:
+        emb_kernels.check_errors()
+    except ValueError as e:
+        print(step, "fast-coop reported:", e)
 torch.cuda.synchronize(); print("sanitizer run done")'
         fi ;;
     esac

@@ -71,6 +71,11 @@ def test_register_cap_changes_the_register_count():
 def test_uncapped_kernels_do_not_spill():
     for source in nvrtc_build.SOURCES:
         for name, u in usage(source).items():
+            if name.endswith("_u8c"):
+                # the coop kernels trade a few spilled registers (loop invariants) for 3
+                # blocks per SM (EK_COOP_MIN_BLOCKS); bound it so a real regression fails
+                assert u.get("spill_stores", 0) <= 160, f"{source}:{name} spills: {u}"
+                continue
             if name.startswith("ek_fast_seg_"):
                 # ptxas keeps the segmented kernels at <= 64 registers (4 blocks of 256) and
                 # spills a few bytes in some 8/16-byte variants; bound it so a real

@@ -376,3 +376,67 @@ def test_fbgemm_baseline_matches_torch_when_present():
     full = torch.cat([offsets, torch.tensor([ids.numel()], device="cuda")])
     out = run(ids.to(run.index_dtype), full.to(run.index_dtype))
     assert_close(out, truth(weight, ids, offsets, "sum"), 1e-5, f"fbgemm {kind}")
+
+
+COOP_LENGTHS = [0, 1, 31, 32, 33, 149, 150, 151, 0, 0, 2, 64, 1, 0]  # chunk edges, empty runs
+
+
+@pytest.mark.parametrize("dim", [128, 160, 256, 16])  # whole warp, partial slice, 2 slices, G<32
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_fast_coop_ids_match_reference(dim, dtype, tol, index_dtype):
+    for segment_bags in (None, 3):
+        weight, ids, offsets = make_case(700, dim, COOP_LENGTHS, dtype, index_dtype)
+        ids[::5] = 11
+        psw = torch.rand(ids.numel(), device="cuda", dtype=torch.float64).to(dtype)
+        fast = {"block_warps": 0, "coop": True}
+        if segment_bags:
+            fast["segment_bags"] = segment_bags
+        for mode, w, pad in (("sum", psw, 11), ("sum", None, None), ("mean", None, 11),
+                             ("max", None, 11), ("max", None, None)):  # fmt: skip
+            launcher = ops.make_launcher(weight, ids, offsets, mode, w, pad, variant="fast",
+                                         fast=fast)  # fmt: skip
+            assert launcher.plan.coop and launcher.plan.name.endswith("_u8c")
+            launcher.out.fill_(float("nan"))
+            launcher()
+            ref = truth(weight, ids, offsets, mode, w, pad)
+            what = f"coop d={dim} K={segment_bags} {mode} psw={w is not None} pad={pad}"
+            assert_close(launcher.out, ref, tol, what)
+
+
+def test_fast_coop_skips_and_reports_bad_ids():
+    weight, ids, offsets = make_case(100, 128, [40, 0, 37], torch.float32, torch.int64)
+    ids[45] = 100
+    ids[3] = -1
+    launcher = ops.make_launcher(weight, ids, offsets, "sum", variant="fast",
+                                 validate_input=False, fast={"coop": True, "block_warps": 0})  # fmt: skip
+    assert launcher.plan.coop
+    out = launcher()
+    errors.watch(out.device, lambda table, pos: f"bad id at table {table} position {pos}")
+    keep = torch.ones(ids.numel(), dtype=torch.bool)
+    keep[[3, 45]] = False
+    off = torch.tensor([0, 39, 39])
+    assert_close(out, truth(weight, ids[keep.cuda()], off, "sum"), 2e-6, "coop skips bad ids")
+    with pytest.raises(ValueError, match=r"table 0 position 3\b"):
+        emb_kernels.check_errors()
+
+
+def test_fast_coop_and_v1_agree_on_mlperf_like_tables():
+    from rec_common.generators import BatchGenerator, FeatureSpec
+
+    sizes = [3, 1, 100, 27, 1, 12]
+    feats = [FeatureSpec(f"f{i}", rows=1000 + 100 * i, dim=128,
+                         pooling="one-hot" if s == 1 else f"fixed:{s}")
+             for i, s in enumerate(sizes)]  # fmt: skip
+    batch = BatchGenerator(feats, seed=5).batch(1000).to("cuda")
+    rows = [f.rows for f in feats]
+    outs = {}
+    for name, opts in (("default", {}), ("coop", {"coop": True, "block_warps": 0}),
+                       ("v1", {"coop": False})):  # fmt: skip
+        tbe = emb_kernels.TableBatchedEmbeddingBags(rows, [128] * len(rows), device="cuda",
+                                                    fast_options=opts)  # fmt: skip
+        outs[name] = tbe(batch)
+        ref = torch.cat([embedding_bag_reference(tbe.table(t).cpu().double(),
+                                                 *[x.cpu() for x in batch.feature(t)[:2]])
+                         for t in range(len(rows))], 1)  # fmt: skip
+        assert_close(outs[name], ref, 2e-6, f"mlperf-like {name}")

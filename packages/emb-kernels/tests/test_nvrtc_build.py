@@ -75,7 +75,13 @@ def test_fast_plan_picks_modes():
 
     # the anchor: bags of 32 -> 2 warps per bag (H200: block2 beat warp and segmented)
     assert plan(32, 16384).name == "ek_fast_block2_sum_f32_i64_v16"
-    assert plan(20, 2048).name == "ek_fast_warp_sum_f32_i64_v16_u4"  # short bags: warp mode
+    assert plan(20, 2048, coop=False).name == "ek_fast_warp_sum_f32_i64_v16_u4"  # short bags
+    # cooperative id loads (opt-in, FAST_COOP): the segmented kernel's _u8c build
+    assert plan(20, 2048, coop=True).name == "ek_fast_seg_sum_f32_i64_v16_u8c"
+    assert not plan(20, 2048, segment_rows=0).coop  # no segmented kernel at all
+    assert not plan(32, 16384).coop  # block mode has no coop path
+    with pytest.raises(ValueError, match="coop"):
+        plan(32, 16384, block_warps=2, coop=True)
     assert plan(150, 2048).block_warps == 4  # MICRO'24: 2048 bags would leave SMs idle
     assert plan(1000, 100_000).block_warps == 8  # long bags
     one_hot = plan(1, 26 * 16384)

@@ -125,3 +125,23 @@ def test_long_and_short_bags_keep_their_modes():
     assert anchor_plan(mean_pooling=150.0, batch=2048).block_warps > 0  # micro24: block mode
     one_hot = anchor_plan(mean_pooling=1.0)
     assert one_hot.segmented and int(one_hot.meta[8]) > 1
+
+
+def test_coop_default_follows_the_constant_and_needs_a_warp_wide_row(monkeypatch):
+    def plan(dims, **kw):
+        return kernels.plan_fast(
+            dtype=torch.float32, index_dtype=torch.int64, rows=[1000] * len(dims), dims=dims,
+            weight_offsets=[0] * len(dims), out_cols=[0] * len(dims), out_stride=sum(dims),
+            batch=4096, mode="sum", mean_pooling=8.0, device="cpu", sm_count=132, **kw,
+        )  # fmt: skip
+
+    assert plan([128, 128], coop=True).name.endswith("_u8c")
+    assert not plan([128, 128], coop=False).coop
+    assert plan([16, 32], coop=True).coop  # forced: still correct, fallback path only
+    monkeypatch.setattr(kernels, "FAST_COOP", True)
+    assert plan([128, 128]).coop  # mlperf-like: 32 float4 per row
+    assert not plan([16, 32]).coop  # lane groups of 4 and 8: the old paths
+    mixed = plan([16, 128])
+    assert mixed.coop and mixed.name.endswith("_u8c")  # the 16-wide table falls back inside
+    monkeypatch.setattr(kernels, "FAST_COOP", False)
+    assert not plan([128, 128]).coop

@@ -17,7 +17,8 @@ combined-rpfP (pin method (a): the evict_last prefetch kernel), l2p-win+optmt an
 combined is the device's (emb_kernels.occupancy: 32 on 132-SM GPUs, 42 on an A100);
 NAME@capN sets one (NAME@capnone: none); fast (auto), fast-warp, fast-blockW (W warps per
 bag), fast-uU (rows in flight), fast-uUh (load hints), fast-noseg (no segmented mode),
-fast-tableorder (work units in table order, not longest first),
+fast-tableorder (work units in table order, not longest first), fast-v1 (no cooperative id
+loads: the code path before them), fast-coop (warp mode with cooperative id loads),
 fast-segK (K bags per lane group); torch; fbgemm (FBGEMM TBE, inference or training op).
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
 those alone (table-batched ones time the whole forward: one launch for fast, one per table
@@ -53,14 +54,16 @@ EXAMPLE = """examples:
 PACKAGE = "emb-kernels"
 MICRO24_VARIANTS = (
     "baseline", "optmt", "rpf+optmt", "l2p+optmt", "combined", "combined-rpf2", "optmt@cap42",
-    "rpf+optmt@cap42", "combined-rpf2@cap42", "l2p-win+optmt", "fast", "fast-warp",
+    "rpf+optmt@cap42", "combined-rpf2@cap42", "l2p-win+optmt", "fast", "fast-coop",
     "fast-block8", "torch",
 )  # fmt: skip
 ANCHOR_VARIANTS = (
-    "baseline", "optmt", "rpf+optmt", "fast", "fast-warp", "fast-u8", "fast-seg2", "fast-seg4",
+    "baseline", "optmt", "rpf+optmt", "fast", "fast-warp", "fast-u8", "fast-coop", "fast-seg4",
     "fast-block4", "torch",
 )  # fmt: skip
-BATCHED_VARIANTS = ("baseline", "optmt", "fast", "fast-noseg", "fast-tableorder", "torch")
+BATCHED_VARIANTS = (
+    "baseline", "optmt", "fast", "fast-coop", "fast-noseg", "fast-tableorder", "torch",
+)  # fmt: skip
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
 ANCHOR_WORKLOADS = ("anchor-1table", *BATCHED_WORKLOADS)
 WORKLOADS = ("micro24", "anchors", *ANCHOR_WORKLOADS, "dlrm")
@@ -91,6 +94,7 @@ class Spec:
     segment_rows: int | None = None  # fast: 0 turns the segmented (short-bag) mode off
     segment_bags: int | None = None  # fast: K bags per lane group (segmented mode forced)
     longest_first: bool | None = None  # fast: False numbers work units in table order
+    coop: bool | None = None  # fast: cooperative id loads (False: the previous code path)
 
     def fast_options(self) -> dict:
         opts = {
@@ -99,6 +103,7 @@ class Spec:
             "segment_rows": self.segment_rows,
             "segment_bags": self.segment_bags,
             "longest_first": self.longest_first,
+            "coop": self.coop,
         }
         opts = {k: v for k, v in opts.items() if v is not None}
         return {**opts, "hint": True} if self.hint else opts
@@ -126,6 +131,8 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
         "fast-warp": Spec(name, "fast", block_warps=0),
         "fast-noseg": Spec(name, "fast", block_warps=0, segment_rows=0),
         "fast-tableorder": Spec(name, "fast", longest_first=False),
+        "fast-v1": Spec(name, "fast", coop=False),  # the code path before cooperative ids
+        "fast-coop": Spec(name, "fast", block_warps=0, coop=True),
         "fast-u4h": Spec(name, "fast", unroll=4, block_warps=0, hint=True),
         "fast-u8h": Spec(name, "fast", unroll=8, block_warps=0, hint=True),
         "torch": Spec(name, "torch"),

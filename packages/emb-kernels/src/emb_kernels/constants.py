@@ -44,6 +44,13 @@ FAST_SEGMENT_ROWS = 16  # segmented warp mode: a lane group walks bags until ~th
 FAST_WAVE_SEGMENTS = False
 FAST_SEG_RESIDENT_WARPS_PER_SM = 32  # CPU planning only (fp32 16-byte segmented kernel: 64
 # registers on sm_90 -> 4 blocks of 8 warps); on a GPU it is read from the loaded kernel
+# Cooperative id loads (csrc/bag_fast.cu ek_gather_segments_coop): a warp whose lane group is
+# the whole warp loads 32 ids in one coalesced load and shuffles them, 8 rows in flight.
+# Off by default until measured (written without a GPU): 'fast-coop' in the benchmark turns it
+# on (warp mode), 'fast-v1' pins it off. Expected (NOTES.md): mlperf-multihot ~170-200 us vs
+# 215-235 without. Turn on here once run 2 shows fast-coop correct and faster.
+FAST_COOP = False
+FAST_COOP_UNROLL = 8  # rows in flight per lane in the coop kernels (the `_u8c` suffix)
 FAST_META_STRIDE = 10  # int64 fields per table in the fast kernels' meta (csrc/bag_fast.cu)
 # Tables go into a launch longest work unit first (meta field 9 = the table's index): units
 # are dispatched in order, so long chains (mlperf's 100-id bags) start first and the short

@@ -4,8 +4,9 @@ Names follow the ``extern "C"`` wrappers of ``csrc/*.cu``:
 
 * ``ek_base_<dtype>_<index>``, ``ek_rpf<P>_<dtype>_<index>``, ``ek_base_max_<dtype>_<index>``
   in ``bag_baseline.cu`` (built once per register cap: OptMT is a cap, not a source change);
-* ``ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h]`` and
-  ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>`` in ``bag_fast.cu``;
+* ``ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h]``,
+  ``ek_fast_seg_<sum|max>_<dtype>_<index>_v<VB>_u4`` (segmented), ``..._u8c`` (segmented with
+  cooperative id loads) and ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>`` in ``bag_fast.cu``;
 * ``ek_l2p_prefetch`` and ``ek_spin`` in ``l2p.cu``.
 
 dtype is f32/f16/bf16 and index i32/i64. Launchers take tensors already checked by
@@ -28,6 +29,8 @@ from emb_kernels.constants import (
     FAST_BLOCK_MODE_MIN_POOLING,
     FAST_BLOCK_THREADS,
     FAST_BLOCK_WARPS,
+    FAST_COOP,
+    FAST_COOP_UNROLL,
     FAST_DEFAULT_UNROLL,
     FAST_HINT_UNROLLS,
     FAST_LONGEST_FIRST,
@@ -77,11 +80,14 @@ def fast_name(
     block_warps: int = 0,
     hint: bool = False,
     segmented: bool = False,
+    coop: bool = False,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
         return f"ek_fast_block{block_warps}_sum_{t}_{i}_v{vec_bytes}"
     kind = "max" if is_max else "sum"
+    if coop:
+        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u{FAST_COOP_UNROLL}c"
     if segmented:
         return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u4"
     return f"ek_fast_warp_{kind}_{t}_{i}_v{vec_bytes}_u{unroll}" + ("_h" if hint else "")
@@ -99,6 +105,7 @@ def all_kernel_names() -> dict[str, list[str]]:
                 for is_max in (False, True):
                     fast.append(fast_name(dtype, idx, is_max, vb, FAST_DEFAULT_UNROLL))
                     fast.append(fast_name(dtype, idx, is_max, vb, 4, segmented=True))
+                    fast.append(fast_name(dtype, idx, is_max, vb, 4, coop=True))
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
@@ -203,6 +210,7 @@ class FastPlan:
     block_warps: int  # 0: warp mode (a warp owns up to 32/G bags); else warps per bag
     hint: bool
     segmented: bool  # warp mode where lane groups walk several short bags as one stream
+    coop: bool  # the segmented kernel with cooperative id loads (tables of >= 32 vectors)
     total_units: int
     meta: Tensor  # int64 [T * FAST_META_STRIDE] on the device
     grid: int
@@ -242,6 +250,7 @@ def plan_fast(
     segment_rows: int | None = None,
     segment_bags: int | None = None,
     longest_first: bool | None = None,
+    coop: bool | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -258,6 +267,10 @@ def plan_fast(
     wave, the stream of rows never stopping at a bag start). ``segment_bags`` forces K for
     every table (warp mode, default unroll, no hints). ``longest_first`` (default
     FAST_LONGEST_FIRST) numbers the tables' units longest chain first (:func:`launch_order`).
+    ``coop`` (default FAST_COOP where the plan is warp mode with the default unroll and no
+    hints) launches the segmented kernel with cooperative id loads (``_u8c``): tables whose
+    row slice is a whole warp walk their ids 32 per coalesced load, shuffled, 8 rows in
+    flight; the others take the plain segmented path in the same kernel.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -345,6 +358,20 @@ def plan_fast(
             if k >= 2:
                 kbs = [min(64, k) if m else kb for kb, m in zip(kbs, medium)]
     segmented = any(k > 1 for k in kbs)
+    if coop is None:  # by default where some table's row slice is a whole warp
+        coop = (
+            FAST_COOP
+            and can_segment
+            and segment_rows != 0
+            and any(lanes == 32 for _, lanes, _ in shapes)
+        )
+    elif coop and not can_segment:
+        raise ValueError(
+            "fast: coop (cooperative id loads) needs warp mode (block_warps=0), the default "
+            "unroll and no load hints"
+        )
+    coop = bool(coop)  # the coop kernel is a segmented one (K = 1 allowed); `segmented` still
+    # says whether some lane group walks several bags
     order = launch_order(pooling, kbs, block_warps, longest_first)
     meta: list[int] = []
     unit = 0
@@ -358,12 +385,15 @@ def plan_fast(
     assert len(meta) == FAST_META_STRIDE * len(dims)
     grid = unit if block_warps else math.ceil(unit / (FAST_BLOCK_THREADS // 32))
     return FastPlan(
-        name=fast_name(dtype, index_dtype, mode == "max", vb, unroll, block_warps, hint, segmented),
+        name=fast_name(
+            dtype, index_dtype, mode == "max", vb, unroll, block_warps, hint, segmented, coop
+        ),
         vec_bytes=vb,
         unroll=unroll,
         block_warps=block_warps,
         hint=hint,
         segmented=segmented,
+        coop=coop,
         total_units=unit,
         meta=torch.tensor(meta, dtype=torch.int64).to(device),
         grid=grid,
@@ -478,7 +508,7 @@ def launch_fast(
             f"fast: a base pointer is not {plan.vec_bytes}-byte aligned; plan again with "
             "pointer_align=pointer_alignment(weights, out)"
         )
-    if plan.segmented and max(indices.numel(), batch) >= 2**31:
+    if (plan.segmented or plan.coop) and max(indices.numel(), batch) >= 2**31:
         raise ValueError(
             "fast: the segmented mode keeps positions in 32 bits; with 2^31 or more ids plan "
             "with segment_rows=0 (or block_warps) instead"

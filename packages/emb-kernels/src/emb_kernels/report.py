@@ -53,6 +53,10 @@ def entries(dtype: torch.dtype, index_dtype: torch.dtype) -> list[dict]:
     vb = kernels.vec_widths(dtype)[0]
     fast = [("fast warp", kernels.fast_name(dtype, index_dtype, False, vb, 4), 256)]
     fast += [
+        ("fast seg", kernels.fast_name(dtype, index_dtype, False, vb, 4, segmented=True), 256),
+        ("fast coop", kernels.fast_name(dtype, index_dtype, False, vb, 4, coop=True), 256),
+    ]
+    fast += [
         (f"fast block{wb}", kernels.fast_name(dtype, index_dtype, False, vb, 4, wb), 32 * wb)
         for wb in (2, 4, 8)
     ]

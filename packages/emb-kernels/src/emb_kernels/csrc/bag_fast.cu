@@ -35,6 +35,7 @@
 #define EK_M_SLICES 6
 #define EK_M_NVEC 7
 #define EK_M_BAGS 8  // bags per lane group (segmented warp mode; 1 otherwise)
+#define EK_COOP_U 8  // rows in flight in the coop path (kernels.FAST_COOP_UNROLL)
 #define EK_M_TABLE 9  // the table's index (its offsets, bad-id reports); meta goes longest
                       // work unit first, so meta position and table index may differ
 
@@ -265,50 +266,34 @@ __device__ __forceinline__ void ek_gather_segments(
   }
 }
 
-// Cooperative ids (the `coop` kernels, `_u8c`): the lane group is the whole warp (a table
-// whose row slice has 32 vectors), so the warp walks bags [bag0, bag1) as one stream of ids
-// whose lane l loads position chunk + l: one coalesced load validates 32 ids, the next chunk
-// is loaded while this one is consumed, and the row loop takes each id (and its per-sample
-// weight) from its lane with __shfl_sync, U rows in flight. All 32 lanes run the loop (control
-// flow depends only on the stream, so it is warp-uniform); `active` lanes (vec < nvec) load
-// rows and write. U must divide 32. Positions and bag numbers are 32-bit, relative to the
-// stream's start (the host launches segmented kernels only for fewer than 2^31 ids and bags).
+// Cooperative ids (the `coop` kernels, `_u8c`), for a warp that owns one bag of a table whose
+// row slice is the whole warp: lane l loads position chunk + l (one coalesced load validates
+// 32 ids), the next chunk is loaded while this one is consumed, and the row loop takes each id
+// (and its per-sample weight) from its lane with __shfl_sync, U rows in flight. All 32 lanes
+// run the loop (its control flow depends only on the bag, so it is warp-uniform); only
+// `active` lanes (vec < nvec) load rows. No bag boundaries inside (fewer live registers than
+// the segmented loop). Positions are 32-bit, relative to the bag's start.
 template <typename T, typename I, int VB, int U, bool IS_MAX>
-__device__ __forceinline__ void ek_gather_segments_coop(
-    const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
-    const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
-    i64 bag1, T* __restrict__ out, i64 out_stride, i64 out_col, int mode, u64* err, int table,
-    bool active) {
+__device__ __forceinline__ int ek_gather_coop(
+    const I* __restrict__ ids, const T* __restrict__ w8, const char* __restrict__ rows_base,
+    i64 row_bytes, i64 rows, i64 padding_idx, int n, bool active, float* acc, u64* err,
+    int table, i64 first) {
   static_assert(32 % U == 0, "U must divide 32");
   constexpr int NE = EkElems<T, VB>::NE;
   constexpr unsigned FULL = 0xffffffffu;
   const int lane = threadIdx.x & 31;
-  const i64 first = (i64)offs[bag0];
-  const int n = (int)((i64)offs[bag1] - first);
-  const int nb = (int)(bag1 - bag0);
-  const I* __restrict__ ids = indices + first;
-  const T* __restrict__ w8 = psw != 0 ? psw + first : psw;
-  int cur = 0;
-  int cur_end = (int)((i64)offs[bag0 + 1] - first);
-  int nxt_end = nb > 1 ? (int)((i64)offs[bag0 + 2] - first) : n;
-  float acc[NE];
-#pragma unroll
-  for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
   int count = 0;
-  // this lane's id code and weight for the next chunk (position c0 + lane)
   int nxt_code = ek_id_code(ids, lane, n, rows, padding_idx);
   float nxt_w = (w8 != 0 && lane < n) ? to_f32(w8[lane]) : 1.f;
   for (int c0 = 0; c0 < n; c0 += 32) {
     const int mine = nxt_code;
     const float my_w = nxt_w;
     if (mine == -2) ek_record_bad_id(err, table, first + c0 + lane);
-    {
-      const int q = c0 + 32 + lane;  // prefetch the next chunk while this one is consumed
-      nxt_code = ek_id_code(ids, q, n, rows, padding_idx);
-      nxt_w = (w8 != 0 && q < n) ? to_f32(w8[q]) : 1.f;
-    }
+    const int q = c0 + 32 + lane;  // the next chunk, while this one is consumed
+    nxt_code = ek_id_code(ids, q, n, rows, padding_idx);
+    nxt_w = (w8 != 0 && q < n) ? to_f32(w8[q]) : 1.f;
     const int cn = n - c0 < 32 ? n - c0 : 32;
-    for (int k = 0; k < cn; k += U) {
+    for (int k = 0; k < cn; k += U) {  // ids past the bag's end are -1 (ek_id_code)
       int code[U];
       EkVec<VB> vals[U];
 #pragma unroll
@@ -322,51 +307,28 @@ __device__ __forceinline__ void ek_gather_segments_coop(
           for (int w = 0; w < (VB >= 4 ? VB / 4 : 1); ++w) vals[u].w[w] = 0;
         }
       }
-      float scale[U];
+      u32 live = 0;
+#pragma unroll
+      for (int u = 0; u < U; ++u) live |= code[u] >= 0 ? 1u << u : 0u;
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        scale[u] = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, my_w, k + u) : 1.f;
-      }
+        const float scale = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, my_w, k + u) : 1.f;
+        if (live & (1u << u)) {
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int p = c0 + k + u;
-        if (p < n) {
-          while (p >= cur_end) {  // bag `cur` is complete (possibly empty): write it
-            if (active) {
-              ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+          for (int j = 0; j < NE; ++j) {
+            const float x = ek_elem<T, VB>(vals[u], j);
+            if (IS_MAX) {
+              acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+            } else {
+              acc[j] += scale * x;
             }
-#pragma unroll
-            for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-            count = 0;
-            cur += 1;
-            cur_end = nxt_end;
-            nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
           }
-          if (code[u] >= 0) {
-#pragma unroll
-            for (int j = 0; j < NE; ++j) {
-              const float x = ek_elem<T, VB>(vals[u], j);
-              if (IS_MAX) {
-                acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
-              } else {
-                acc[j] += scale[u] * x;
-              }
-            }
-            count += 1;
-          }
+          count += 1;
         }
       }
     }
   }
-  while (cur < nb) {  // the last bag with ids, then any empty bags after it
-    if (active) {
-      ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
-    }
-#pragma unroll
-    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-    count = 0;
-    cur += 1;
-  }
+  return count;
 }
 
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false>
@@ -390,15 +352,23 @@ __device__ __forceinline__ void ek_fast_seg(
   const i64 slice = local % slices;
   const i64 bag0 = ((local / slices) * (32 / lanes) + lane / lanes) * kb;
   const i64 vec = slice * 32 + (lane & (lanes - 1));
-  if (COOP && lanes == 32) {  // warp-uniform: the table's lane group is the whole warp
+  if (COOP && lanes == 32 && kb == 1) {  // warp-uniform: the warp owns one bag (a table of
+    // long bags, e.g. mlperf's 100 and 27 ids); lane groups of several bags stay below
     if (bag0 >= batch) return;  // the same bag0 for all 32 lanes
-    const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
-    const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
     const bool active = vec < nvec;
-    ek_gather_segments_coop<T, I, VB, 8, IS_MAX>(
-        indices, offsets + tab * batch, psw, rows_base + (active ? vec * VB : 0),
-        m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, bag0, bag1, out, out_stride,
-        m[EK_M_OUTCOL] + vec * NE, mode, err, tab, active);
+    const i64 first = (i64)offsets[tab * batch + bag0];
+    const int n = (int)((i64)offsets[tab * batch + bag0 + 1] - first);
+    float acc[NE];
+#pragma unroll
+    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+    const char* rows_base = (const char*)(weights + m[EK_M_WOFF]);
+    const int count = ek_gather_coop<T, I, VB, EK_COOP_U, IS_MAX>(
+        indices + first, psw != 0 ? psw + first : psw, rows_base + (active ? vec * VB : 0),
+        m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, n, active, acc, err, tab,
+        first);
+    if (active) {
+      ek_write_out<T, VB>(out, bag0 * out_stride + m[EK_M_OUTCOL] + vec * NE, acc, count, mode);
+    }
     return;
   }
   if (bag0 >= batch || vec >= nvec) return;
@@ -486,10 +456,18 @@ __device__ __forceinline__ void ek_fast_block(
       ek_fast_seg_##KIND##_##TN##_##IN##_v##VB##_u4(EK_FAST_PARAMS(T, I)) {            \
     ek_fast_seg<T, I, VB, 4, IS_MAX>(EK_FAST_ARGS);                                   \
   }
-// ..._u8c: cooperative ids, 8 rows in flight, for tables whose lane group is a warp (other
-// tables of the launch take the U = 4 segmented path in the same kernel)
+#ifndef EK_COOP_MIN_BLOCKS
+// 3 blocks of 256 per SM (<= 80 registers): 24 warps x 8 rows in flight per SM, against the
+// U = 4 segmented kernel's 32 x 4. sm_90 ptxas: the fp32 16-byte sum kernel needs 96 without
+// a bound (2 blocks: 16 x 8, no more rows in flight than before), 80 with 40 B of spill
+// stores, 64 with 132 B; the bound is a guess to measure, not a measured best
+#define EK_COOP_MIN_BLOCKS 3
+#endif
+// ..._u8c: the segmented kernel where warps owning one bag of a table whose row slice is a
+// whole warp take cooperative ids with 8 rows in flight (other tables of the launch, and lane
+// groups of several bags, take the U = 4 segmented path in the same kernel)
 #define EK_INST_COOP(KIND, IS_MAX, TN, T, IN, I, VB)                                  \
-  extern "C" __global__ void __launch_bounds__(256)                                  \
+  extern "C" __global__ void __launch_bounds__(256, EK_COOP_MIN_BLOCKS)              \
       ek_fast_seg_##KIND##_##TN##_##IN##_v##VB##_u8c(EK_FAST_PARAMS(T, I)) {           \
     ek_fast_seg<T, I, VB, 4, IS_MAX, true>(EK_FAST_ARGS);                             \
   }
