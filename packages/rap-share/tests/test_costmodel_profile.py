@@ -36,11 +36,11 @@ def test_profile_writes_kernels_stages_and_model(prof):
         assert st["base_ms"] > 0 and st["capacity_units"] in (0, 1)
         assert (st["capacity_ms"] > 0) == (st["capacity_units"] > 0)
     cm = costmodel.CostModel.load(prof / "cpu.model.json")
-    assert cm.backend in ("xgboost", "lstsq") and set(cm.capacity_ms) == set(STAGES)
+    assert cm.backend in costmodel.BACKENDS and set(cm.capacity_ms) == set(STAGES)
     assert set(cm.accuracy) <= set(costmodel.GROUPS)
 
 
-@pytest.mark.parametrize("backend", ["xgboost", "lstsq"])
+@pytest.mark.parametrize("backend", ["nnls", "xgboost", "lstsq"])
 def test_fit_backends_predict_positive_and_score(prof, backend):
     if backend == "xgboost":
         pytest.importorskip("xgboost")
@@ -80,7 +80,9 @@ def test_fit_errors():
         costmodel.fit({"kernels": []})
     with pytest.raises(ValueError, match="reference batch"):
         costmodel.fit({"kernels": [{"op": "logit", "degree": 1, "width": 1, "batch": 8, "ms": 1.0,
-                                    "params": {}}]})  # fmt: skip
+                                    "params": {}}]}, "lstsq")  # fmt: skip
+    with pytest.raises(ValueError, match="backend"):
+        costmodel.fit({"kernels": [{"op": "logit"}]}, "bogus")
 
 
 def test_plan_with_measured_model(prof):
@@ -120,7 +122,42 @@ def test_default_model_from_shipped_files(prof, tmp_path, monkeypatch):
     assert costmodel.default_model("NVIDIA H200").backend == "analytic"
     (tmp_path / "nvidia-h200.profile.json").write_text((prof / "profile.json").read_text())
     cm = costmodel.default_model("NVIDIA H200")
-    assert cm.backend in ("xgboost", "lstsq") and "fitted at load time" in cm.note
+    assert cm.backend == "nnls" and "fitted at load time" in cm.note
     (tmp_path / "nvidia-h200.model.json").write_text((prof / "cpu.model.json").read_text())
     assert "fitted at load time" not in costmodel.default_model("NVIDIA H200").note
     assert costmodel.default_model("NVIDIA A100").backend == "analytic"
+
+
+def _stages(base=1.0, corun_ms=1.5, capacity_ms=0.0, probe_ms=0.5):
+    return {s: {"base_ms": base, "capacity_units": int(capacity_ms > 0), "capacity_ms": capacity_ms,
+                "corun": [{"units": 1, "stage_ms": corun_ms, "probe_ms": probe_ms}]}
+            for s in STAGES}  # fmt: skip
+
+
+def test_measured_stage_times_give_positive_budgets(prof):
+    """The H200 case: the smallest probe already stretched every stage (capacity 0); the
+    budget is interpolated to the 5 % point, not 0."""
+    b = costmodel.stage_budgets_from_profile(_stages(base=0.8, corun_ms=1.7, probe_ms=0.54))
+    assert all(v == pytest.approx(0.54 * 0.05 * 0.8 / 0.9) for v in b.values())
+    assert costmodel.stage_budgets_from_profile(_stages(capacity_ms=0.3))["emb_fwd"] == 0.3
+    d = json.loads((prof / "profile.json").read_text())
+    cm = costmodel.fit(d)
+    assert all(v > 0 for v in cm.stage_budgets(4096).values())
+    shipped = json.loads((costmodel.PROFILE_DIR / "nvidia-h200.profile.json").read_text())
+    cm = costmodel.fit(shipped, "nnls")
+    assert all(v > 0 for v in cm.stage_budgets(4096).values())
+    assert cm.held_out["n"] > 0 and 0.0 <= cm.held_out["within_10pct"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_zero_or_negative_budgets_rejected(bad):
+    cm = costmodel.analytic_model()
+    cm.capacity_ms["mlp_bwd"] = bad
+    with pytest.raises(ValueError, match="mlp_bwd"):
+        cm.stage_budgets(4096)
+    with pytest.raises(ValueError, match="base_ms must be > 0"):
+        costmodel.stage_budgets_from_profile(_stages(base=bad))
+    st = _stages()
+    st["grad_comm"]["corun"] = []
+    with pytest.raises(ValueError, match="grad_comm has no capacity"):
+        costmodel.stage_budgets_from_profile(st)

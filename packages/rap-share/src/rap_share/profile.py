@@ -5,9 +5,14 @@
 2. **Stages**: the five training stages of a DLRM iteration (:mod:`rap_share.stages`),
    alone, then co-running with k units of a probe preprocessing kernel launched on a second
    stream at the stage's start; a stage's capacity is the largest k whose co-run stretches it
-   by < 5 %, and its budget (ms) the probe's standalone latency at that k. The probe is
-   ``sigrid_hash`` over 4k columns of width 20 (the artifact used ngram, whose output sizing
-   needs a host sync that would block the trainer's thread in a one-process co-run).
+   by < 5 %, and its budget (ms) the probe's standalone latency at that k (a fused launch,
+   the unit the cost model predicts). The probe is ``sigrid_hash`` over 4k columns of width
+   20 (the artifact used ngram, whose output sizing needs a host sync). On CUDA the probe's
+   kernels are captured once in a CUDA graph and *replayed* on the side stream at the
+   stage's start, so the trainer's thread pays one graph launch; the first H200 run launched
+   the eager ~0.5 ms (host-bound) fused call from the trainer's own thread, which delayed the
+   stage's own launches by that much, stretched every stage by > 5 % at the smallest probe
+   and gave budgets of 0. When capture fails the probe runs eagerly from a helper thread.
    On one GPU ``grad_comm`` holds the SGD update only; under ``torchrun`` on N GPUs it holds
    the NCCL all-reduce too.
 3. **Fit**: the cost-model regressors (xgboost when installed, least squares otherwise) with
@@ -113,11 +118,51 @@ def profile_kernels(
 
 
 # ---------------------------------------------------------------------------- stages
-class _Recorder:
-    """Stage hook: events (CUDA) or clocks (CPU) at each boundary, probe launches on demand."""
+def device_probe(k: int, batch: int, device):
+    """The probe's GPU work at ``k`` units, inputs flattened once: a callable with no host
+    sync and no host-to-device copy (so a CUDA graph can capture it)."""
+    cols = make_columns("sigrid_hash", 4 * k, PROBE_WIDTH, batch, device, seed=k)
+    v = torch.cat([c.values for c in cols]).to(torch.int64)
+    cid = torch.arange(4 * k, device=device).repeat_interleave(batch * PROBE_WIDTH)
+    salt = torch.arange(4 * k, device=device, dtype=torch.int64)[cid]
+    mx = torch.full_like(v, 65536)
 
-    def __init__(self, device, probe=None, probe_stage: str | None = None):
-        self.device, self.probe, self.probe_stage = device, probe, probe_stage
+    def fn():
+        return torch.remainder(fused.hash_128_to_64(salt, fused.twang_mix64(v)), mx)
+
+    return fn
+
+
+def graph_probe(fn, device):
+    """``fn`` captured in a CUDA graph: returns a replay callable, or None if capture fails."""
+    if device.type != "cuda":
+        return None
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()  # warm the allocator and kernels outside the capture
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        torch.cuda.synchronize(device)
+    except Exception as err:  # any capture failure: eager fallback, said
+        print(f"note: probe not capturable in a CUDA graph ({type(err).__name__}: {err}); "
+              "launching it eagerly from a helper thread", file=sys.stderr)  # fmt: skip
+        return None
+    return graph.replay
+
+
+class _Recorder:
+    """Stage hook: events (CUDA) or clocks (CPU) at each boundary, probe launches on demand.
+
+    A CUDA-graph probe (``graph=True``) is replayed on the side stream from the hook (one
+    launch); an eager probe runs in a helper thread so its host time is not the trainer's."""
+
+    def __init__(self, device, probe=None, probe_stage: str | None = None, graph: bool = False):
+        self.device, self.probe, self.probe_stage, self.graph = device, probe, probe_stage, graph
         self.cuda = device.type == "cuda"
         self.side = torch.cuda.Stream(device) if self.cuda else None
         self.marks: list[tuple[str, object]] = []
@@ -128,11 +173,19 @@ class _Recorder:
         if self.probe is not None and stage == self.probe_stage:
             if self.cuda:
                 self.side.wait_stream(torch.cuda.current_stream(self.device))
+            if self.cuda and self.graph:
                 with torch.cuda.stream(self.side):
                     self.probe()
             else:
-                self.thread = threading.Thread(target=self.probe)
+                self.thread = threading.Thread(target=self._launch)
                 self.thread.start()
+
+    def _launch(self) -> None:
+        if self.cuda:
+            with torch.cuda.device(self.device), torch.cuda.stream(self.side):
+                self.probe()
+        else:
+            self.probe()
 
     def _mark(self):
         if self.cuda:
@@ -143,11 +196,11 @@ class _Recorder:
 
     def finish(self) -> dict[str, float]:
         end = self._mark()
+        if self.thread is not None:
+            self.thread.join()
         if self.cuda:
             torch.cuda.current_stream(self.device).wait_stream(self.side)
             torch.cuda.synchronize(self.device)
-        if self.thread is not None:
-            self.thread.join()
         out = {}
         marks = [*self.marks, ("end", end)]
         for (s, a), (_, b) in itertools.pairwise(marks):
@@ -187,7 +240,7 @@ def profile_stages(
     sparse = JaggedBatch([names[i] for i in owned], ids, [off] * len(ids))
 
     def run(probe=None, stage=None) -> dict[str, float]:
-        rec = _Recorder(device, probe, stage)
+        rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs)
         step = TrainStep(model, lr=1e-4, world=world, on_stage=rec)
         step(dense, sparse, labels)
         return rec.finish()
@@ -203,23 +256,30 @@ def profile_stages(
         s: {"base_ms": base[s], "capacity_units": 0, "capacity_ms": 0.0, "corun": []}
         for s in STAGES
     }
-    probes = {}
+    probes, graphs = {}, set()
     for k in units:
         cols = make_columns("sigrid_hash", 4 * k, PROBE_WIDTH, batch, device, seed=k)
         params = [_params("sigrid_hash", PROBE_WIDTH, i) for i in range(4 * k)]
-        fn = lambda c=cols, p=params: fused.run("sigrid_hash", c, p, check=False)  # noqa: E731
-        probes[k] = (fn, _time(fn, device, 2, max(3, iters)))
+        eager = lambda c=cols, p=params: fused.run("sigrid_hash", c, p, check=False)  # noqa: E731
+        probe_ms = _time(eager, device, 2, max(3, iters))  # the cost model's unit
+        raw = device_probe(k, batch, device)
+        fn = graph_probe(raw, device)
+        if fn is None:
+            fn = raw
+        else:
+            graphs.add(fn)
+        probes[k] = (fn, probe_ms, _time(fn, device, 2, max(3, iters)))
     todo = [(s, k) for s in STAGES for k in units]
     stopped: set[str] = set()
     for s, k in tqdm(todo, desc="stage capacity", disable=not progress, mininterval=2):
         if s in stopped:
             continue
-        fn, probe_ms = probes[k]
+        fn, probe_ms, gpu_ms = probes[k]
         t = median_times(fn, s)[s]
         stretch = t / base[s] - 1.0 if base[s] > 0 else float("inf")
-        out[s]["corun"].append(
-            {"units": k, "stage_ms": t, "probe_ms": probe_ms, "stretch": stretch}
-        )
+        out[s]["corun"].append({"units": k, "stage_ms": t, "probe_ms": probe_ms,
+                                "probe_launch_ms": gpu_ms, "graph": fn in graphs,
+                                "stretch": stretch})  # fmt: skip
         if stretch < CAPACITY_STRETCH:
             out[s]["capacity_units"], out[s]["capacity_ms"] = k, probe_ms
         else:
@@ -270,7 +330,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced grid for a quick check")
     p.add_argument("--no-stages", action="store_true", help="skip the stage capacity profile")
     p.add_argument("--no-fit", action="store_true", help="do not fit the cost model")
-    p.add_argument("--backend", choices=["auto", "xgboost", "lstsq"], default="auto")
+    p.add_argument("--backend", choices=["auto", *costmodel.BACKENDS], default="auto",
+                   help="auto = nnls")  # fmt: skip
     return p
 
 
@@ -282,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"--ops: unknown {bad}; known: {', '.join(OP_NAMES)}")
     if args.quick:
         args.degrees, args.widths, args.batches = [1, 4, 16, 32], [1, 4, 16], [1024, 4096, 16384]
-        args.units, args.iters, args.warmup_runs = [1, 4, 16, 32], 8, 2
+        args.units, args.iters, args.warmup_runs = [1, 4, 16, 32, 64], 12, 3
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 1
@@ -328,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     msg += f", {len(prof.get('stages', {}))} stages)" if "stages" in prof else ")"
     if not args.no_fit:
         backend = None if args.backend == "auto" else args.backend
-        cm = costmodel.fit(prof, backend)
+        try:
+            cm = costmodel.fit(prof, backend)
+        except ValueError as err:  # e.g. no positive stage budget: say so (profile kept)
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         ev = costmodel.evaluate(cm, prof)
         cm.note = (f"fit on {name}; held-out within 10 %: "
                    + ", ".join(f"{g} {a:.0%}" for g, a in cm.accuracy.items()))  # fmt: skip
@@ -336,12 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         path = cm.save(out / f"{slug}.model.json")
         print(f"cost model ({cm.backend}): held-out within 10 %: "
               + ", ".join(f"{g} {a:.0%}" for g, a in cm.accuracy.items())
+              + f"; held-out rows {cm.held_out.get('within_10pct', float('nan')):.0%}"
               + f"; all rows {ev['within_10pct']:.0%}; stage budgets (ms) "
               + ", ".join(f"{s} {v:.3f}" for s, v in cm.capacity_ms.items()))  # fmt: skip
-        if cm.backend != "xgboost":
-            print("note: xgboost is not installed, so the regressors are least-squares fits; "
-                  "pip install 'rap-share[costmodel]' and refit with python -m rap_share.costmodel "
-                  f"fit {out / 'profile.json'}")  # fmt: skip
         msg += f" and {path}"
     print(msg)
     return 0
