@@ -44,8 +44,15 @@ def test_profile_on_cuda_measures_intensity_and_memory(tmp_path, launcher):
     for e in entries:
         assert e["intensity_source"] in ("cuda-kernels", "nvml")
         assert 0 < e["intensity"] <= 100 and e["iter_s"] > 0
-        assert e["peak_mb"] > 100 and 0.2 < e["correction"] < 5, e
+        assert e["peak_mb"] > 0 and e["correction"] == pytest.approx(
+            e["peak_mb"] / e["analytic_mb"]
+        )
     assert by[2048]["intensity"] > by[256]["intensity"]  # the big MLPs keep the GPU busier
+    # the context size varies with driver and lazy loading (run 2, H200: dcn_small 86 MB in
+    # all), so no absolute floor; what the wider config adds must match the analytic growth
+    small, wide = (estimate(by[b]["config"], "cuda") for b in (256, 2048))
+    grown = wide.total_mb - small.total_mb
+    assert 0.5 < (by[2048]["peak_mb"] - by[256]["peak_mb"]) / grown < 3, (by, grown)
     print({e["key"]: (round(e["intensity"], 1), round(e["peak_mb"]), e["klass"]) for e in entries})
 
 

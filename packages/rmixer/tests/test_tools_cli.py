@@ -130,3 +130,28 @@ def test_makespan_pipeline_on_cpu_stand_ins(tmp_path, capsys):
     assert {r["metric"] for r in rows} == {"makespan", "throughput", "iteration_time"}
     assert {r["workload"] for r in rows if r["benchmark"] == "standalone"} >= {"dlrm-7e41f7b6b2"}
     assert (out / "gantt.png").exists() and "target on 1 GPU" in text.out
+
+
+def test_makespan_plan_keeps_the_important_runs_and_says_when_over_budget():
+    from rmixer.configs import config_key
+    from rmixer.knowledge import Knowledge
+    from rmixer.tasks import read_tasks
+
+    mixes = {m: read_tasks(makespan.tasklist_path(m)) for m in ("balance_24", "memory_24")}
+    k = Knowledge({})
+    for specs in mixes.values():
+        for s in specs:
+            k.put("cuda", {"key": config_key(s.config), "setup_s": 0.5, "iter_s": 0.008})
+    jobs = {m: [s.as_request() for s in specs] for m, specs in mixes.items()}
+    runs = makespan.order_runs(
+        list(mixes), [1, 2], ["monolithic", "mps", "rmixer"], [], {"balance_24"}
+    )
+    assert runs[:3] == [("balance_24", 1, p) for p in ("rmixer", "monolithic", "mps")]
+    chosen, f, over = makespan.plan_runs(jobs, runs, k, "cuda", 10)
+    assert over and f == 0 and chosen == runs[:2]
+    assert "every job at the floor" in makespan.describe_scale(f, jobs)
+    chosen, f, over = makespan.plan_runs(jobs, runs, k, "cuda", 2000)
+    assert not over and chosen == runs and f > 0
+    total = sum(makespan.predict_run(jobs[m], g, p, k, "cuda", f) for m, g, p in chosen)
+    assert total == pytest.approx(2000, rel=0.01)
+    assert "0.0000" not in makespan.describe_scale(1e-7, jobs)

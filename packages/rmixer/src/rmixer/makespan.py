@@ -4,10 +4,12 @@
     python -m rmixer.makespan --mixes balance_24 --gpu-counts 1 --budget-s 120
 
 Steps: profile every config of the mixes standalone (GPU, then the CPU for the
-low-intensity half, the only CPU candidates), scale every job's iterations by one factor so
-the whole benchmark fits ``--budget-s`` (the mix's shape, i.e. relative lengths and classes,
-is kept), then run each (mix, GPU count, policy) from an empty machine through the same
-scheduler and job processes as the server. Reported per run: makespan, jobs/hour, ratios vs
+low-intensity half, the only CPU candidates; cached profiles are reused), keep the most
+important runs that fit ``--budget-s`` at the floor of MIN_ITERATIONS per job (rmixer and
+monolithic of the first mix always, saying so when even they do not fit), scale every job's
+iterations by one factor to fill the rest (the mix's shape, i.e. relative lengths and
+classes, is kept), then run each (mix, GPU count, policy) from an empty machine through the
+same scheduler and job processes as the server, rewriting rows and Gantt after each run. Reported per run: makespan, jobs/hour, ratios vs
 monolithic and MPS, per-job slowdown vs standalone, peak device memory, OOMs, jobs on the
 CPU, the most slots ever in use; rows go to ``OUT/makespan.jsonl`` (rec_common.results) and
 all Gantt charts to ``OUT/gantt.png``.
@@ -41,6 +43,13 @@ from rmixer.tools import job_spans, makespan, plot_gantt
 # Guessed speed-ups over one-at-a-time, only to size the iterations to the time budget.
 EXPECTED_SPEEDUP = {"monolithic": 1.0, "mps": 1.8, "rmixer": 2.2}
 MIN_ITERATIONS = 20
+# Per-job cost beyond the profiled set-up (process hand-over, result collection, teardown).
+# GPU run 2 (H200): balance_24 monolithic at the floor of 20 iterations took 38.29 s, 1.6 s
+# a job, against about 0.7 s of profiled set-up + work.
+JOB_OVERHEAD_S = 0.9
+# Runs in this order, so a short budget keeps the comparison that matters (the target).
+PRIORITY = ("rmixer", "monolithic", "mps")
+KEEP_RUNS = 2  # always run the first two (rmixer and monolithic), even over budget
 
 
 def tasklist_path(name: str) -> Path:
@@ -54,27 +63,75 @@ def tasklist_path(name: str) -> Path:
     raise TaskError(f"mix {name!r}: not a file nor a shipped task list ({names})")
 
 
-def scale_factor(
+def order_runs(mixes: list[str], counts: list[int], policies: list[str], extra: list[str],
+               second: set[str]) -> list[tuple[str, int, str]]:  # fmt: skip
+    """Runs by importance: the first mix on the fewest GPUs (rmixer, monolithic, mps first),
+    the other mixes there, more GPUs, then the extra policies."""
+    rank = {p: i for i, p in enumerate(PRIORITY)}
+    pols = sorted(policies, key=lambda p: rank.get(p, len(rank)))
+    runs = [(m, counts[0], p) for m in mixes for p in pols]
+    runs += [(m, g, p) for g in counts[1:] for m in mixes if m in second for p in pols]
+    runs += [(mixes[0], counts[0], p) for p in extra if p not in policies]
+    return runs
+
+
+def iterations_at(j: dict, k: float) -> int:
+    return max(MIN_ITERATIONS, round(j["iterations"] * k))
+
+
+def predict_run(jobs: list[dict], n_gpus: int, policy: str, knowledge: Knowledge, kind: str,
+                k: float) -> float:  # fmt: skip
+    """Predicted makespan: (set-up + overhead + iterations x time per iteration), summed over
+    the profiled jobs, over (GPUs x expected speed-up)."""
+    t = 0.0
+    for j in jobs:
+        e = knowledge.get(kind, config_key(j["config"]))
+        if e is not None:
+            t += e["setup_s"] + JOB_OVERHEAD_S + iterations_at(j, k) * e["iter_s"]
+    return t / (n_gpus * EXPECTED_SPEEDUP.get(policy.split("@")[0], 2.0))
+
+
+def plan_runs(
     mix_jobs: dict[str, list[dict]],
-    runs: list[tuple[str, int, str]],
+    ranked: list[tuple[str, int, str]],
     knowledge: Knowledge,
     kind: str,
     budget_s: float,
-) -> float:
-    """Factor k on every job's iterations so the predicted time of all runs fits the budget:
-    sum over runs of (set-up + k x work) / (GPUs x expected speed-up) = budget."""
-    fixed = var = 0.0
-    for mix, g, policy in runs:
-        sp = g * EXPECTED_SPEEDUP.get(policy.split("@")[0], 2.0)
-        for j in mix_jobs[mix]:
-            e = knowledge.get(kind, config_key(j["config"]))
-            if e is None:
-                continue
-            fixed += e["setup_s"] / sp
-            var += j["iterations"] * e["iter_s"] / sp
-    if var <= 0:
-        return 1.0
-    return max(1e-6, (budget_s - fixed) / var)
+) -> tuple[list[tuple[str, int, str]], float, bool]:
+    """Which runs fit ``budget_s`` at the floor of MIN_ITERATIONS per job (the first
+    KEEP_RUNS always), and the largest factor k on every job's iterations (0: all at the
+    floor) that keeps their predicted total within it. Returns (runs, k, over_budget)."""
+
+    def total(runs, k):
+        return sum(predict_run(mix_jobs[m], g, p, knowledge, kind, k) for m, g, p in runs)
+
+    chosen = list(ranked[:KEEP_RUNS])
+    used = total(chosen, 0.0)
+    over = used > budget_s
+    for run in ranked[KEEP_RUNS:]:
+        t = total([run], 0.0)
+        if used + t <= budget_s:
+            chosen.append(run)
+            used += t
+    chosen = [r for r in ranked if r in chosen]  # keep the ranked order
+    if over or total(chosen, 0.0) >= budget_s:
+        return chosen, 0.0, over
+    lo, hi = 0.0, 1.0
+    while total(chosen, hi) <= budget_s and hi < 1e4:
+        lo, hi = hi, hi * 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if total(chosen, mid) <= budget_s else (lo, mid)
+    return chosen, lo, over
+
+
+def describe_scale(k: float, mix_jobs: dict[str, list[dict]]) -> str:
+    """The iterations factor in words; never a bare 0.0000."""
+    jobs = [j for js in mix_jobs.values() for j in js]
+    floor = sum(round(j["iterations"] * k) <= MIN_ITERATIONS for j in jobs)
+    if floor == len(jobs):
+        return f"iterations: every job at the floor of {MIN_ITERATIONS} (factor {k:.3g})"
+    return f"iterations x {k:.3g} ({floor} of {len(jobs)} jobs at the floor of {MIN_ITERATIONS})"
 
 
 def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledge, args,
@@ -154,6 +211,57 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
         "peak_job_mb": max((s["peak_mb"] or 0 for s in spans), default=0),
         "slowdowns": slowdowns, "mps": mps_state, "timed_out": timed_out,
     }  # fmt: skip
+
+
+def build_rows(results: dict, mix_jobs: dict[str, list[dict]], configs: dict[str, dict],
+               knowledge: Knowledge, args, k: float) -> list[dict]:  # fmt: skip
+    """Result rows of the runs so far (ratios vs the baselines already run) and the standalone
+    profiles they relied on."""
+    from rec_common.results import make_row
+
+    rows = []
+    for (mix, g, pol), r in results.items():
+        mono = results.get((mix, g, "monolithic"))
+        mps = results.get((mix, g, "mps"))
+        n = len(mix_jobs[mix])
+        sd = r["slowdowns"] or [float("nan")]
+        common = dict(
+            package="rmixer", benchmark="makespan", workload=mix, variant=pol, num_gpus=g,
+            gpu_slots=args.gpu_slots, cpu_slots=args.cpu_slots if POLICIES[pol.split("@")[0]].uses_cpu else 0,
+            jobs=n, done=r["done"], failed=r["failed"], ooms=r["ooms"], jobs_on_cpu=r["jobs_on_cpu"],
+            max_slots_in_use=r["max_slots_in_use"], mps=r["mps"], timed_out=r["timed_out"],
+            iterations_scale=float(f"{k:.4g}"), min_iterations=MIN_ITERATIONS, peak_live_mb=r["peak_live_mb"],
+            peak_job_mb=round(r["peak_job_mb"], 1),
+            slowdown_median=statistics.median(sd), slowdown_max=max(sd),
+            ratio_vs_mps=(mps["makespan_s"] / r["makespan_s"]) if mps and r["makespan_s"] else None,
+        )  # fmt: skip
+        rows.append(make_row(
+            metric="makespan", unit="s", value=r["makespan_s"], n=1,
+            baseline="monolithic" if mono else None,
+            baseline_value=mono["makespan_s"] if mono else None,
+            job_spans=[{k2: s[k2] for k2 in ("name", "model", "device", "start", "end")}
+                       for s in r["spans"]],
+            **common,
+        ))  # fmt: skip
+        rows.append(make_row(
+            metric="throughput", unit="jobs/h", value=n / r["makespan_s"] * 3600, n=1,
+            baseline="monolithic" if mono else None,
+            baseline_value=(n / mono["makespan_s"] * 3600) if mono else None, **common,
+        ))  # fmt: skip
+    for key, cfg in configs.items():  # the standalone measurements the runs relied on
+        for kd in ("cuda", "cpu"):
+            e = knowledge.get(kd, key)
+            if e is None:
+                continue
+            rows.append(make_row(
+                package="rmixer", benchmark="standalone", workload=key, variant=kd,
+                metric="iteration_time", unit="ms", value=e["iter_s"] * 1e3, n=e["iterations"],
+                model=cfg["model"], setup_s=e["setup_s"], peak_mb=e["peak_mb"],
+                analytic_mb=e["analytic_mb"], intensity=e["intensity"],
+                intensity_source=e["intensity_source"], klass=e["klass"],
+                nvml_util=e.get("nvml_util"), batch_size=cfg["batch_size"],
+            ))  # fmt: skip
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,19 +371,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     second = set(mixes) if args.second_gpu_mixes == "all" else set(args.second_gpu_mixes.split(","))
-    runs = [(m, g, p) for m in mixes for g in counts if g == counts[0] or m in second
-            for p in policies]  # fmt: skip
     extra = [p.strip() for p in args.extra_policies.split(",") if p.strip()]
     for pol in extra:
         if pol.split("@")[0] not in POLICIES or pol.partition("@")[2] not in ("", "mps"):
             print(f"error: --extra-policies: unknown {pol!r}", file=sys.stderr)
             return 2
-    runs += [(next(iter(mixes)), counts[0], p) for p in extra if p not in policies]
+    runs = order_runs(list(mixes), counts, policies, extra, second)
 
     # 1. knowledge: GPU profiles of every config, then CPU profiles of the low-intensity half
     knowledge = Knowledge.load(args.profiles or out / "profiles.json")
     configs = {config_key(s.config): s.config for specs in mixes.values() for s in specs}
-    print(f"profiling {len(configs)} configs on {gpu_dev} ...", flush=True)
+    cached = sum(knowledge.get(kind, k) is not None for k in configs)
+    print(f"profiling {len(configs) - cached} configs on {gpu_dev} ({cached} cached in "
+          f"{knowledge.path}) ...", flush=True)  # fmt: skip
     launcher = Launcher("zygote", spares=4)  # CPU zygote + 4 fresh CUDA workers kept ready
     try:
         return _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out, runs,
@@ -304,73 +412,69 @@ def _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out,
             print(f"  {k:<22} {e['iter_s'] * 1e3:8.2f} ms/iter  setup {e['setup_s']:5.2f} s  "
                   f"peak {e['peak_mb']:7.0f} MB  intensity {e['intensity']:5.1f}%  {e['klass']}")  # fmt: skip
 
-    # 2. iterations scaled to the budget
+    print(f"profiles ready after {time.time() - t_begin:.0f} s", flush=True)
+
+    # 2. which runs fit the budget, and the iterations scaled to it
     mix_jobs = {m: [s.as_request() for s in specs] for m, specs in mixes.items()}
     left = args.budget_s - (time.time() - t_begin)
-    k = args.iterations_scale or scale_factor(mix_jobs, runs, knowledge, kind, left)
+    if args.iterations_scale:
+        k, over, chosen = args.iterations_scale, False, runs
+    else:
+        chosen, k, over = plan_runs(mix_jobs, runs, knowledge, kind, left)
+    floor_s = sum(predict_run(mix_jobs[m], g, p, knowledge, kind, 0.0) for m, g, p in chosen)
+    if over:
+        print(f"warning: the budget ({left:.0f} s left of --budget-s {args.budget_s:.0f}) cannot "
+              f"fit even {MIN_ITERATIONS} iterations per job: the {len(chosen)} most important "
+              f"runs need about {floor_s:.0f} s at that floor; running only those, over budget "
+              "(raise --budget-s, or reuse a profile cache to save the profiling time)",
+              flush=True)  # fmt: skip
+    for m, g, p in runs:
+        if (m, g, p) not in chosen:
+            print(f"skipped (budget): {m} {g} GPU {p}", flush=True)
+    scale_text = describe_scale(k, mix_jobs)
     for jobs in mix_jobs.values():
         for j in jobs:
-            j["iterations"] = max(MIN_ITERATIONS, round(j["iterations"] * k))
-    print(f"iterations x {k:.4f} (budget {left:.0f} s left for {len(runs)} runs)", flush=True)
+            j["iterations"] = iterations_at(j, k)
+    print(f"{scale_text}; "
+          f"budget {left:.0f} s left for {len(chosen)} of {len(runs)} runs, predicted "
+          f"{sum(predict_run(mix_jobs[m], g, p, knowledge, kind, 1.0) for m, g, p in chosen):.0f} s",
+          flush=True)  # fmt: skip
 
-    # 3. the runs
-    from rec_common.results import make_row, write_rows
+    from rec_common.results import write_rows
 
+    # 3. the runs; rows and Gantt rewritten after each, so a kill loses no finished run
     results: dict[tuple[str, int, str], dict] = {}
-    for mix, g, pol in runs:
+    jsonl = out / "makespan.jsonl"
+    keep_bytes = jsonl.stat().st_size if jsonl.exists() else 0  # rows of earlier invocations
+    calib = 1.0  # measured / predicted makespan of the last run
+    rows: list[dict] = []
+    for i, (mix, g, pol) in enumerate(chosen):
+        pred = predict_run(mix_jobs[mix], g, pol, knowledge, kind, 1.0)
+        elapsed = time.time() - t_begin
+        if not args.iterations_scale and i >= KEEP_RUNS and elapsed + calib * pred > args.budget_s:
+            print(f"skipped (budget): {mix} {g} GPU {pol} needs about {calib * pred:.0f} s, "
+                  f"{args.budget_s - elapsed:.0f} s left", flush=True)  # fmt: skip
+            continue
         with tempfile.TemporaryDirectory(prefix="rmixer-run-") as tmp:
             r = run_one(mix_jobs[mix], pol, g, knowledge, args, Path(tmp), launcher)
         results[(mix, g, pol)] = r
-        print(f"{mix:<12} {g} GPU  {pol:<12} makespan {r['makespan_s']:8.2f} s  done {r['done']}"
-              f"  failed {r['failed']}  OOMs {r['ooms']}  on CPU {r['jobs_on_cpu']}  max slots "
-              f"{r['max_slots_in_use']}  mps {r['mps']}", flush=True)  # fmt: skip
+        if pred > 0 and not r["timed_out"]:
+            calib = min(10.0, max(0.5, r["makespan_s"] / pred))
+        print(f"{mix:<12} {g} GPU  {pol:<12} makespan {r['makespan_s']:8.2f} s (predicted "
+              f"{pred:.1f})  done {r['done']}  failed {r['failed']}  OOMs {r['ooms']}  on CPU "
+              f"{r['jobs_on_cpu']}  max slots {r['max_slots_in_use']}  mps {r['mps']}",
+              flush=True)  # fmt: skip
         for e in r["errors"]:
             print(f"    failed job: {e}", flush=True)
-    rows = []
-    for (mix, g, pol), r in results.items():
-        mono = results.get((mix, g, "monolithic"))
-        mps = results.get((mix, g, "mps"))
-        n = len(mix_jobs[mix])
-        sd = r["slowdowns"] or [float("nan")]
-        common = dict(
-            package="rmixer", benchmark="makespan", workload=mix, variant=pol, num_gpus=g,
-            gpu_slots=args.gpu_slots, cpu_slots=args.cpu_slots if POLICIES[pol.split("@")[0]].uses_cpu else 0,
-            jobs=n, done=r["done"], failed=r["failed"], ooms=r["ooms"], jobs_on_cpu=r["jobs_on_cpu"],
-            max_slots_in_use=r["max_slots_in_use"], mps=r["mps"], timed_out=r["timed_out"],
-            iterations_scale=round(k, 5), peak_live_mb=r["peak_live_mb"],
-            peak_job_mb=round(r["peak_job_mb"], 1),
-            slowdown_median=statistics.median(sd), slowdown_max=max(sd),
-            ratio_vs_mps=(mps["makespan_s"] / r["makespan_s"]) if mps and r["makespan_s"] else None,
-        )  # fmt: skip
-        rows.append(make_row(
-            metric="makespan", unit="s", value=r["makespan_s"], n=1,
-            baseline="monolithic" if mono else None,
-            baseline_value=mono["makespan_s"] if mono else None,
-            job_spans=[{k2: s[k2] for k2 in ("name", "model", "device", "start", "end")}
-                       for s in r["spans"]],
-            **common,
-        ))  # fmt: skip
-        rows.append(make_row(
-            metric="throughput", unit="jobs/h", value=n / r["makespan_s"] * 3600, n=1,
-            baseline="monolithic" if mono else None,
-            baseline_value=(n / mono["makespan_s"] * 3600) if mono else None, **common,
-        ))  # fmt: skip
-    for key, cfg in configs.items():  # the standalone measurements the runs relied on
-        for kd in ("cuda", "cpu"):
-            e = knowledge.get(kd, key)
-            if e is None:
-                continue
-            rows.append(make_row(
-                package="rmixer", benchmark="standalone", workload=key, variant=kd,
-                metric="iteration_time", unit="ms", value=e["iter_s"] * 1e3, n=e["iterations"],
-                model=cfg["model"], setup_s=e["setup_s"], peak_mb=e["peak_mb"],
-                analytic_mb=e["analytic_mb"], intensity=e["intensity"],
-                intensity_source=e["intensity_source"], klass=e["klass"],
-                nvml_util=e.get("nvml_util"), batch_size=cfg["batch_size"],
-            ))  # fmt: skip
-    path = write_rows(out / "makespan.jsonl", rows)
-    fig = plot_gantt([(f"{m} / {g} GPU / {p}", r["spans"]) for (m, g, p), r in results.items()],
-                     out / "gantt.png")  # fmt: skip
+        rows = build_rows(results, mix_jobs, configs, knowledge, args, k)
+        with open(jsonl, "r+" if jsonl.exists() else "w", encoding="utf-8") as f:
+            f.truncate(keep_bytes)
+        path = write_rows(jsonl, rows)
+        fig = plot_gantt([(f"{m} / {g2} GPU / {p}", r2["spans"])
+                          for (m, g2, p), r2 in results.items()], out / "gantt.png")  # fmt: skip
+    if not results:
+        print("error: no run fitted the budget", file=sys.stderr)
+        return 1
 
     print(f"\n{'mix':<12} {'gpus':>4} {'policy':<12} {'makespan':>9} {'jobs/h':>8} {'vs mono':>8} "
           f"{'vs mps':>7} {'slowdown':>8} {'cpu':>4} {'oom':>4}")  # fmt: skip
