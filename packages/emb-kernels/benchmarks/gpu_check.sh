@@ -69,7 +69,7 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
     build)
         step build 150 python3 -m emb_kernels.build --caps 32,40,42,48,56,64,none --jobs 12 ;;
     tests)
-        step tests 120 python3 -m pytest packages/emb-kernels -m gpu -x -q -p no:cacheprovider ;;
+        step tests 120 python3 -m pytest packages/emb-kernels -m gpu --maxfail=10 -q -p no:cacheprovider ;;
     report)
         step report 60 python3 -m emb_kernels.report --json "$WORK/report.json" ;;
     micro24)

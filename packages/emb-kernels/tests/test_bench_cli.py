@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pytest
+import torch
 
 from emb_kernels import bench
 
@@ -100,9 +102,12 @@ def test_fbgemm_status_says_why_and_make_tbe_refuses(monkeypatch):
 
     kind, why = fbgemm_tbe.status()
     assert isinstance(why, str) and why
-    if kind is None:
-        with pytest.raises(RuntimeError, match="FBGEMM TBE is not available"):
-            fbgemm_tbe.make_tbe([])
+    assert kind in (None, *fbgemm_tbe.KINDS)
+    if not torch.cuda.is_available():
+        assert (kind, why) == (None, "no CUDA device to probe FBGEMM TBE on")
+    monkeypatch.setitem(sys.modules, "fbgemm_gpu", None)  # import fails
+    with pytest.raises(RuntimeError, match="FBGEMM TBE is not available: import fbgemm_gpu"):
+        fbgemm_tbe.make_tbe([torch.randn(4, 4)])
 
 
 def test_versions_are_filled_without_package_metadata():

@@ -383,15 +383,17 @@ def _fbgemm_runner(spec: Spec, w: Workload) -> Runner:
         def run_batched(i: int) -> torch.Tensor:
             return run_all(*conv[i])
 
-        return Runner(spec, run_batched, info={"fbgemm_op": run_all.kind})
-    per_table = [fbgemm_tbe.make_tbe([t], w.mode) for t in w.tables]
+        return Runner(spec, run_batched, info={"fbgemm_kind": run_all.kind})
+    first = fbgemm_tbe.make_tbe([w.tables[0]], w.mode)
+    per_table = [first] + [fbgemm_tbe.make_tbe([t], w.mode, kinds=[first.kind])
+                           for t in w.tables[1:]]  # fmt: skip
     dt = per_table[0].index_dtype
     conv1 = [(c.indices.to(dt), c.offsets.to(dt)) for c in w.calls]
 
     def run(i: int) -> torch.Tensor:
         return per_table[w.calls[i].table](*conv1[i])
 
-    return Runner(spec, run, info={"fbgemm_op": per_table[0].kind})
+    return Runner(spec, run, info={"fbgemm_kind": per_table[0].kind})
 
 
 def make_runner(spec: Spec, w: Workload) -> Runner:

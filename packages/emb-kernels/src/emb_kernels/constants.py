@@ -46,9 +46,12 @@ FAST_SEG_RESIDENT_WARPS_PER_SM = 32  # CPU planning only (fp32 16-byte segmented
 # registers on sm_90 -> 4 blocks of 8 warps); on a GPU it is read from the loaded kernel
 # Cooperative id loads (csrc/bag_fast.cu ek_gather_segments_coop): a warp whose lane group is
 # the whole warp loads 32 ids in one coalesced load and shuffles them, 8 rows in flight.
-# Off by default until measured (written without a GPU): 'fast-coop' in the benchmark turns it
-# on (warp mode), 'fast-v1' pins it off. Expected (NOTES.md): mlperf-multihot ~170-200 us vs
-# 215-235 without. Turn on here once run 2 shows fast-coop correct and faster.
+# Off by default, decided on H200 run 2 (NOTES.md): 'fast-coop' (warp mode + coop) wins where
+# ids repeat (micro24-high 27.0 vs fast 30.9 us, zipf anchor 38.7 vs 49.7) and is a tie on
+# mlperf (190.5 vs 195.3), but loses on uniform ids with the same shapes (anchor 78.7 vs 76.1,
+# micro24-random 47.7 vs 44.8) and on Kaggle one-hot (108.4 vs 93.9). Pooling and row width are
+# the same in the won and lost cases, so no plan-time rule separates them; the id skew that
+# does is not known at plan time. 'fast-coop' turns it on, 'fast-v1' pins it off.
 FAST_COOP = False
 FAST_COOP_UNROLL = 8  # rows in flight per lane in the coop kernels (the `_u8c` suffix)
 FAST_META_STRIDE = 10  # int64 fields per table in the fast kernels' meta (csrc/bag_fast.cu)
