@@ -14,6 +14,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
+# The copy on the GPU machine has no .git: pass GIT_COMMIT=$(git rev-parse HEAD) so result rows
+# name the commit they measured (rec_common.results reads it).
+export GIT_COMMIT=${GIT_COMMIT:-}
 export PYTHONUNBUFFERED=1 EMB_KERNELS_CACHE=${EMB_KERNELS_CACHE:-$PWD/.emb_cache}
 LIMIT=${GPU_CHECK_LIMIT_S:-240}
 dists=("$@")
