@@ -99,6 +99,17 @@ class FusedEmbedding(nn.Module):
         self.last_binding: Binding | None = None
 
     # ------------------------------------------------------------------ helpers
+    # rec-common's embedding contract (rec_common.models): a model asks these to size its layers.
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.plan.dims)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.plan.names)
+
+    positional_keys = False  # a keyed batch must carry the plan's feature names, in order
+
     @property
     def device(self) -> torch.device:
         return self.tables[0].device
