@@ -53,7 +53,28 @@ def rewrite_links(text: str, pkg: Path) -> str:
         label, target = m.group(1), m.group(2)
         if re.match(r"^[a-z]+://|^#|^mailto:", target):
             return m.group(0)
-        return f"[{label}](https://github.com/rec-systems/rec-systems/tree/main/packages/{pkg.name}/{target})"
+        return f"[{label}]({REPO_URL}/packages/{pkg.name}/{target})"
+
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", fix, text)
+
+
+REPO_URL = "https://github.com/rec-systems/rec-systems/tree/main"
+
+
+def rewrite_repo_links(text: str, source: Path) -> str:
+    """Links from a docs/ page to repository files outside docs/ point at the repository."""
+
+    def fix(m: re.Match) -> str:
+        label, target = m.group(1), m.group(2)
+        if re.match(r"^[a-z]+://|^#|^mailto:", target):
+            return m.group(0)
+        path, _, anchor = target.partition("#")
+        resolved = (source.parent / path).resolve()
+        docs = (ROOT / "docs").resolve()
+        if resolved.is_relative_to(docs) or not resolved.is_relative_to(ROOT):
+            return m.group(0)
+        rel = resolved.relative_to(ROOT).as_posix()
+        return f"[{label}]({REPO_URL}/{rel}{'#' + anchor if anchor else ''})"
 
     return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", fix, text)
 
@@ -62,6 +83,9 @@ def build(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(ROOT / "docs", out, ignore=shutil.ignore_patterns("HELPERS_BRIEF.md"))
+    for page in sorted(out.rglob("*.md")):
+        source = ROOT / "docs" / page.relative_to(out)
+        page.write_text(rewrite_repo_links(page.read_text(encoding="utf-8"), source), "utf-8")
     guides = out / "packages"
     guides.mkdir(exist_ok=True)
     cli = ["# CLI reference", "", "Generated from each tool's `--help`.", ""]
