@@ -22,7 +22,7 @@ from torch import Tensor
 
 from bagpipe.cache import RowCache
 from bagpipe.errors import BagpipeError
-from bagpipe.lookup import CachedEmbedding, StepLookup
+from bagpipe.lookup import CachedEmbedding, PoolFn, StepLookup, make_pool
 from bagpipe.optim import row_optimizer
 from bagpipe.server import table_offsets
 from rec_common.jagged import JaggedBatch
@@ -35,11 +35,13 @@ class BagCache:
 
     def __init__(self, links, collective, *, trainer_id: int, num_trainers: int, emb_size: int,
                  extra_columns: int, cache_size: int, emb_optim, emb_optim_params: dict,
-                 device="cpu", settings: dict | None = None, profile: bool = False) -> None:  # fmt: skip
+                 device="cpu", settings: dict | None = None, profile: bool = False,
+                 pooling: str | PoolFn = "torch") -> None:  # fmt: skip
         self.links, self.collective = links, collective
         self.trainer_id, self.num_trainers = int(trainer_id), int(num_trainers)
         self.device = torch.device(device)
         self.profile = profile and self.device.type == "cuda"
+        self.pool = make_pool(pooling)  # before links.start(): a bad name fails first
         info = links.start()
         self.settings = dict(info["settings"])
         if settings:
@@ -117,7 +119,7 @@ class BagCache:
         if self._lookup is not None:
             raise BagpipeError("BagCache: one lookup per step; pass the batch next_batch returned")
         t0 = self._now()
-        self._lookup = StepLookup(self.cache, sparse, self.offsets)
+        self._lookup = StepLookup(self.cache, sparse, self.offsets, self.pool)
         self._cur["lookup"] += self._now() - t0
         return self._lookup
 

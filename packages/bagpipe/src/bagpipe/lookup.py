@@ -10,7 +10,7 @@ column ``dim`` of the same rows through a second module, so both tables travel a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +39,61 @@ def global_ids(sparse: JaggedBatch, table_offsets: Tensor) -> tuple[Tensor, Tens
     return rows, offsets
 
 
-class StepLookup:
-    """The rows one trainer reads in one step, as a leaf tensor gathered from the cache."""
+PoolFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+POOLINGS = ("torch", "emb-kernels")
 
-    def __init__(self, cache: RowCache, sparse: JaggedBatch, table_offsets: Tensor) -> None:
+
+def torch_pool(ids: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    """Sum pooling by ``F.embedding_bag`` (``offsets`` has one entry per bag plus the end)."""
+    return F.embedding_bag(ids, weight, offsets, mode="sum", include_last_offset=True)
+
+
+def make_pool(pooling: str | PoolFn = "torch") -> PoolFn:
+    """The pooling function a step's lookup uses: ``"torch"`` (``F.embedding_bag``),
+    ``"emb-kernels"`` or ``"emb-kernels:<variant>"`` (emb-kernels' differentiable
+    ``embedding_bag``: its CUDA kernels on a GPU, its reference on CPU; variant ``fast`` by
+    default), or any ``pool(ids, weight, offsets) -> [bags, dim]`` callable (sum pooling,
+    ``include_last_offset`` layout, differentiable w.r.t. ``weight``)."""
+    if callable(pooling):
+        return pooling
+    name, _, variant = str(pooling).partition(":")
+    if name == "torch" and not variant:
+        return torch_pool
+    if name != "emb-kernels":
+        raise ValueError(
+            f"pooling: expected one of {POOLINGS} (or 'emb-kernels:<variant>', or a callable), "
+            f"got {pooling!r}"
+        )
+    try:
+        import emb_kernels
+    except ImportError as exc:
+        raise ValueError(
+            "pooling 'emb-kernels' needs the emb-kernels package (pip install emb-kernels)"
+        ) from exc
+    variant = variant or "fast"
+    if variant not in emb_kernels.VARIANTS:
+        raise ValueError(
+            f"pooling: unknown emb-kernels variant {variant!r}; expected one of "
+            f"{emb_kernels.VARIANTS}"
+        )
+
+    def pool(ids: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+        return emb_kernels.embedding_bag(weight.contiguous(), ids, offsets, "sum",
+                                         variant=variant, include_last_offset=True)  # fmt: skip
+
+    pool.pooling = f"emb-kernels:{variant}"  # type: ignore[attr-defined]
+    return pool
+
+
+class StepLookup:
+    """The rows one trainer reads in one step, as a leaf tensor gathered from the cache.
+
+    ``pool`` pools columns of the leaf (default ``F.embedding_bag``; see :func:`make_pool`);
+    it must be differentiable, since ``leaf.grad`` is what the trainers all-reduce.
+    """
+
+    def __init__(self, cache: RowCache, sparse: JaggedBatch, table_offsets: Tensor,
+                 pool: PoolFn = torch_pool) -> None:  # fmt: skip
         self.sparse = sparse
         rows, offsets = global_ids(sparse, table_offsets.to(sparse.device))
         rows, offsets = rows.to(cache.device), offsets.to(cache.device)
@@ -52,12 +103,12 @@ class StepLookup:
         self.offsets = offsets
         self.num_features = sparse.num_features
         self.batch_size = sparse.batch_size
+        self.pool = pool
 
     def pooled(self, start: int, stop: int) -> Tensor:
         """Sum-pooled columns ``start:stop`` of every feature: ``[B, F * (stop - start)]``."""
         w = stop - start
-        out = F.embedding_bag(self.inverse, self.leaf[:, start:stop], self.offsets, mode="sum",
-                              include_last_offset=True)  # fmt: skip
+        out = self.pool(self.inverse, self.leaf[:, start:stop], self.offsets)
         out = out.view(self.num_features, self.batch_size, w).transpose(0, 1)
         return out.reshape(self.batch_size, self.num_features * w)
 

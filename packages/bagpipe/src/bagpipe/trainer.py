@@ -4,6 +4,7 @@ with embeddings read only from its BagCache and dense gradients averaged over th
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -59,6 +60,17 @@ class StagedCollective(DistCollective):
         return Done()
 
 
+def pooling_name(text: str) -> str:
+    """argparse type for ``--pooling``: checks the name (and the emb-kernels install) early."""
+    from bagpipe.lookup import make_pool
+
+    try:
+        make_pool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def main(argv=None) -> int:
     p = parser("python -m bagpipe.trainer", __doc__, EXAMPLE)
     p.add_argument("--trainer-id", "--dist-worker-id", type=int, default=0, help="0..N-1")
@@ -70,6 +82,9 @@ def main(argv=None) -> int:
                    help="MLP sizes: the paper's, or small ones for tests")  # fmt: skip
     p.add_argument("--arch-mlp-bot", default=None, help="DLRM bottom MLP, e.g. 13-512-256-64-48")
     p.add_argument("--arch-mlp-top", default=None, help="DLRM top MLP, e.g. 1024-1024-1-... -1")
+    p.add_argument("--pooling", type=pooling_name, default="torch",
+                   help="embedding lookup: torch (F.embedding_bag), emb-kernels or "
+                        "emb-kernels:<variant> (emb-kernels' kernels, fast by default)")  # fmt: skip
     p.add_argument("--dense-optim", choices=("sgd", "adagrad"), default="sgd")
     p.add_argument("--dense-lr", type=float, default=0.01)
     p.add_argument("--model-seed", type=int, default=0, help="dense weights' seed")
@@ -112,7 +127,7 @@ def main(argv=None) -> int:
         bag = BagCache(links, coll, trainer_id=t, num_trainers=n, emb_size=m["dim"],
                        extra_columns=m["row_width"] - m["dim"], cache_size=m["cache_size"],
                        emb_optim=m["emb_optim"], emb_optim_params=m["emb_optim_params"],
-                       device=device, profile=True)  # fmt: skip
+                       device=device, profile=True, pooling=args.pooling)  # fmt: skip
         model = build_model(args.model, m["num_dense"], m["dim"], bag.embedding, bag.extra,
                             size=args.model_size, arch_mlp_bot=args.arch_mlp_bot,
                             arch_mlp_top=args.arch_mlp_top, seed=args.model_seed).to(device)  # fmt: skip

@@ -125,8 +125,15 @@ class LocalRun:
 
 def run_local(source: BatchSource, settings: dict, *, model: str = "dlrm", size: str = "small",
               dense_optim: str = "sgd", dense_lr: float = 0.05, model_seed: int = 0,
-              timeout: float = 120.0, device="cpu") -> LocalRun:  # fmt: skip
-    """Oracle, servers and N trainers in this process (trainers as threads)."""
+              timeout: float = 120.0, device="cpu", pooling="torch") -> LocalRun:  # fmt: skip
+    """Oracle, servers and N trainers in this process (trainers as threads).
+
+    ``pooling`` is the trainers' lookup (:func:`bagpipe.lookup.make_pool`): ``"torch"``,
+    ``"emb-kernels[:variant]"`` or a callable.
+    """
+    from bagpipe.lookup import make_pool
+
+    make_pool(pooling)  # a bad name fails here, not in a trainer thread
     s = settings
     oracle = OracleService(source, s)
     stores = make_stores(oracle.settings)
@@ -140,7 +147,8 @@ def run_local(source: BatchSource, settings: dict, *, model: str = "dlrm", size:
             bag = BagCache(links, group.member(t), trainer_id=t, num_trainers=n,
                            emb_size=s["dim"], extra_columns=s["row_width"] - s["dim"],
                            cache_size=s["cache_size"], emb_optim=s["emb_optim"],
-                           emb_optim_params=s["emb_optim_params"], device=device)  # fmt: skip
+                           emb_optim_params=s["emb_optim_params"], device=device,
+                           pooling=pooling)  # fmt: skip
             m = build_model(model, oracle.settings["num_dense"], s["dim"], bag.embedding,
                             bag.extra, size=size, seed=model_seed).to(device)  # fmt: skip
             opt = make_dense_optimizer(m, dense_optim, dense_lr)
@@ -173,21 +181,38 @@ class ReferenceRun:
 
 def run_reference(source: BatchSource, settings: dict, *, model: str = "dlrm",
                   size: str = "small", dense_optim: str = "sgd", dense_lr: float = 0.05,
-                  model_seed: int = 0) -> ReferenceRun:  # fmt: skip
-    """One process, no cache, dense tables, the same global batches and gradient scale."""
-    from rec_common.models import TorchEmbeddingBags
+                  model_seed: int = 0, embedding=None) -> ReferenceRun:  # fmt: skip
+    """One process, no cache, dense tables, the same global batches and gradient scale.
 
+    ``embedding(table_sizes, dim) -> nn.Module`` builds the reference's embedding modules
+    (default: rec-common's ``TorchEmbeddingBags``); a module must follow rec-common's
+    embedding contract (sum pooling) and expose its tables either as ``bags[f].weight``
+    (``TorchEmbeddingBags``) or as ``table(f)`` views of its parameters (emb-kernels'
+    ``TableBatchedEmbeddingBags``). Its parameters are trained (``requires_grad`` is set).
+    """
     s = settings
     sizes, d, w, n = s["table_sizes"], s["dim"], s["row_width"], s["num_trainers"]
     tables = torch.cat(init_tables(s["seed"], sizes, w))
-    deep = TorchEmbeddingBags(sizes, d, check_ids=True)
-    extra = TorchEmbeddingBags(sizes, 1) if w > d else None
+    if embedding is None:
+        from rec_common.models import TorchEmbeddingBags
+
+        deep = TorchEmbeddingBags(sizes, d, check_ids=True)
+        extra = TorchEmbeddingBags(sizes, 1) if w > d else None
+    else:
+        deep = embedding(list(sizes), d)
+        extra = embedding(list(sizes), 1) if w > d else None
+    mods = [deep] + ([extra] if extra is not None else [])
+    col = [(0, d), (d, w)]
     with torch.no_grad():
-        for f, bag in enumerate(deep.bags):
-            lo = sum(sizes[:f])
-            bag.weight.copy_(tables[lo : lo + sizes[f], :d])
-            if extra is not None:
-                extra.bags[f].weight.copy_(tables[lo : lo + sizes[f], d:])
+        for (lo_c, hi_c), mod in zip(col, mods):
+            for f, tab in enumerate(_tables_of(mod, len(sizes))):
+                lo = sum(sizes[:f])
+                if tuple(tab.shape) != (sizes[f], hi_c - lo_c):
+                    raise ValueError(
+                        f"embedding: table {f} has shape {tuple(tab.shape)}, expected "
+                        f"{(sizes[f], hi_c - lo_c)}"
+                    )
+                tab.copy_(tables[lo : lo + sizes[f], lo_c:hi_c])
     num_dense = s["num_dense"] or source.num_dense
     m = build_model(model, num_dense, d, deep, extra, size=size, seed=model_seed)
     # dense weights exactly as a trainer draws them (its embedding modules hold no weights)
@@ -198,7 +223,9 @@ def run_reference(source: BatchSource, settings: dict, *, model: str = "dlrm",
                         size=size, seed=model_seed)  # fmt: skip
     copy_dense(probe, m)
     dense_opt = DENSE_OPTIMS[optimizer_name(dense_optim)](dense_parameters(m), lr=dense_lr)
-    emb_params = [b.weight for b in deep.bags] + ([b.weight for b in extra.bags] if extra else [])
+    emb_params = [p for mod in mods for p in mod.parameters()]
+    for p in emb_params:
+        p.requires_grad_(True)
     emb_cls = DENSE_OPTIMS[s["emb_optim"]]
     emb_opt = emb_cls(emb_params, **s["emb_optim_params"])
     losses = []
@@ -215,8 +242,18 @@ def run_reference(source: BatchSource, settings: dict, *, model: str = "dlrm",
         emb_opt.step()
         losses.append(float(loss.detach()))
     with torch.no_grad():
-        cols = [torch.cat([b.weight for b in deep.bags])]
-        if extra is not None:
-            cols.append(torch.cat([b.weight for b in extra.bags]))
-        out = torch.cat(cols, dim=1)
+        cols = [torch.cat(list(_tables_of(mod, len(sizes)))) for mod in mods]
+        out = torch.cat(cols, dim=1).detach().clone()
     return ReferenceRun(m, out, losses)
+
+
+def _tables_of(module: nn.Module, num_tables: int) -> list[torch.Tensor]:
+    """The module's ``[rows, dim]`` tables (views of its parameters)."""
+    if hasattr(module, "bags"):
+        return [b.weight for b in module.bags]
+    if callable(getattr(module, "table", None)):
+        return [module.table(f) for f in range(num_tables)]
+    raise TypeError(
+        f"embedding: {type(module).__name__} exposes neither bags[f].weight nor table(f); "
+        "run_reference cannot load the initial tables into it"
+    )

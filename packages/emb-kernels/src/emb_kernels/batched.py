@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from emb_kernels import errors, kernels, ops
+from emb_kernels.autograd import TableBatchedFunction
 from emb_kernels.constants import MODES
 from emb_kernels.reference import embedding_bag_reference
 from emb_kernels.validate import GPU_WEIGHT_DTYPES, describe_bad_id
@@ -71,6 +72,10 @@ class TableBatchedEmbeddingBags(nn.Module):
         hot_rows: for the ``l2p``/``combined`` variants, one list of row ids per table (or
             None for a table) pinned in L2 before that table's lookup, on every forward (the
             pin is part of the forward's time, as in an inference server).
+
+    The flat ``weights`` parameter starts with ``requires_grad=False`` (inference); set
+    ``tbe.weights.requires_grad_(True)`` to train: the forward then runs the same lookup under
+    :class:`emb_kernels.autograd.TableBatchedFunction`, whose backward fills ``weights.grad``.
     """
 
     def __init__(
@@ -178,6 +183,20 @@ class TableBatchedEmbeddingBags(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch) -> Tensor:
+        if torch.is_grad_enabled() and self.weights.requires_grad:
+            batch = self._as_jagged(batch)
+            return TableBatchedFunction.apply(
+                self.weights, self, batch, lambda: self._forward(batch)
+            )
+        return self._forward(batch)
+
+    @staticmethod
+    def _as_jagged(batch) -> JaggedBatch:
+        if not isinstance(batch, JaggedBatch) and type(batch).__name__ == "KeyedJaggedTensor":
+            return JaggedBatch.from_kjt(batch)
+        return batch
+
+    def _forward(self, batch) -> Tensor:
         if not isinstance(batch, JaggedBatch):
             if type(batch).__name__ == "KeyedJaggedTensor":
                 batch = JaggedBatch.from_kjt(batch)

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from emb_kernels import errors, kernels, occupancy
 from emb_kernels import validate as _val
+from emb_kernels.autograd import EmbeddingBagFunction
 from emb_kernels.constants import (
     DEFAULT_PREFETCH_DISTANCE,
     DEVICE_CAP,
@@ -321,6 +322,10 @@ def embedding_bag(
     :func:`emb_kernels.check_errors` (the CPU reference path always validates: it cannot skip
     ids). ``out`` (an extension) receives the result in place.
 
+    Differentiable: when ``weight`` (or ``per_sample_weights``) requires grad, the call goes
+    through :class:`emb_kernels.autograd.EmbeddingBagFunction` (same forward, torch-code
+    backward, any mode); otherwise nothing is added to the inference path.
+
     >>> w = torch.arange(8.0).view(4, 2)
     >>> embedding_bag(w, torch.tensor([1, 3, 0]), torch.tensor([0, 2, 2]), variant="baseline")
     tensor([[ 8., 10.],
@@ -333,6 +338,25 @@ def embedding_bag(
     b = _val.prepare(
         weight, indices, offsets, mode, per_sample_weights, padding_idx, include_last_offset
     )
+    psw = b.per_sample_weights
+    if torch.is_grad_enabled() and (
+        b.weight.requires_grad or (psw is not None and psw.requires_grad)
+    ):
+        if out is not None:
+            raise ValueError(
+                "out: not supported when a gradient is needed (weight or per_sample_weights "
+                "requires grad); drop out= or run under torch.no_grad()"
+            )
+        # autograd runs the forward with grad off and records one node for the backward
+        run = lambda: _forward(b, config, hot_rows, validate, None)  # noqa: E731
+        return EmbeddingBagFunction.apply(b.weight, psw, b, run)
+    return _forward(b, config, hot_rows, validate, out)
+
+
+def _forward(
+    b: _val.BagInputs, config: VariantConfig, hot_rows, validate: bool, out: Tensor | None
+) -> Tensor:
+    """The lookup itself: the reference on CPU, the chosen kernel on CUDA (no autograd)."""
     if b.weight.device.type != "cuda":
         # The reference path cannot skip bad ids as the kernels do, so it always validates.
         _val.check_contents(b)
