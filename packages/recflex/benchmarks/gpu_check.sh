@@ -2,13 +2,16 @@
 # Everything recflex needs from a GPU machine, in one call (run from the repo root, ~3-5 min,
 # every step under a timeout so the whole script stays under 10 min):
 # environment, the gpu-marked tests, kernel stats of the default plans (NVRTC), and the
-# benchmark of the default plan against torch / FBGEMM TBE / TorchRec on models A..E.
+# benchmark of the default plan against torch / FBGEMM TBE / TorchRec on models A..E, and the
+# end-to-end step (lookup + MLP 1024-256-128-1 per batch, E2E_BATCHES=8 batches, same variants).
 #
 #   OUT=/tmp/out bash packages/recflex/benchmarks/gpu_check.sh
 #
-# Files under $OUT/recflex/ (2): run.log (everything printed), kernel.jsonl (result rows).
+# Files under $OUT/recflex/ (2): run.log (everything printed), kernel.jsonl (result rows:
+# kernel_time rows, then e2e_latency rows of the e2e step).
 # Knobs: BATCHES (default 32 test batches per model), REPEATS (2), MODELS (A,B,C,D,E),
-# STEPS ("env tests compile bench"). RECFLEX_TUNE=1 adds a "tune" step (not run by default):
+# E2E_BATCHES (8), STEPS ("env tests compile bench e2e").
+# RECFLEX_TUNE=1 adds a "tune" step (not run by default):
 # tune model A with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
 # occupancies TUNE_OCC=2,4,8, probes of <= 32 candidates built 16 at a time, the binding and
 # dispatch ablations), then bench the tuned plan against the baselines. The plan and its
@@ -29,7 +32,8 @@ export RECFLEX_CACHE=${RECFLEX_CACHE:-/tmp/recflex-cache}
 BATCHES=${BATCHES:-32}
 REPEATS=${REPEATS:-2}
 MODELS=${MODELS:-A,B,C,D,E}
-STEPS=${STEPS:-"env tests compile bench"}
+E2E_BATCHES=${E2E_BATCHES:-8}
+STEPS=${STEPS:-"env tests compile bench e2e"}
 if [ "${RECFLEX_TUNE:-0}" = 1 ]; then STEPS="$STEPS tune"; fi
 TUNE_BATCHES=${TUNE_BATCHES:-32}
 TUNE_OCC=${TUNE_OCC:-2,4,8}
@@ -69,6 +73,9 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
     bench)
         step bench 300 python3 -m recflex.bench --model "$MODELS" --plan default \
             --batches "$BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
+    e2e)
+        step e2e 120 python3 -m recflex.bench --e2e --model "$MODELS" --plan default \
+            --batches "$E2E_BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
     tune)
         mkdir -p /tmp/recflex-tune
         step tune-A 560 python3 -m recflex.tune --model A --out /tmp/recflex-tune/A.json \
@@ -96,10 +103,11 @@ import json, pathlib, sys
 p = pathlib.Path(sys.argv[1])
 if p.exists():
     rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-    print("--- summed kernel time over the test batches (us); ratio = baseline time / time")
+    print("--- kernel_time: summed kernel time over the test batches (us); e2e_latency: median"
+          " per-batch lookup + MLP latency (us); ratio = baseline time / time")
     for r in rows:
         ratio = f"{r['ratio']:.2f}x vs {r['baseline']}" if r.get("ratio") else "-"
-        print(f"{r['workload']:12s} {r['variant']:11s} {r['value']:12.1f} {ratio}")
+        print(f"{r['workload']:12s} {r['metric']:12s} {r['variant']:11s} {r['value']:12.1f} {ratio}")
 PY
 echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"
 exit $status

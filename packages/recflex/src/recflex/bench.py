@@ -7,6 +7,12 @@ host work (packing, runtime binding, copies) is done before timing; the metric i
 of its CUDA kernel durations over all batches (the paper's ``nsys`` kernel sum), median of
 ``--repeats``. Outputs are checked against per-feature ``embedding_bag`` first; a variant
 that disagrees, or whose library does not import, is skipped with the reason logged.
+
+``--e2e`` times the whole inference forward instead (:mod:`recflex.e2e`): each variant's
+lookup (already concatenated to ``[B, sum of dims]``) followed by the MLP
+``sum_dims-1024-256-128-1``, the same MLP weights for every variant; outputs are checked
+against ``embedding_bag`` + MLP first, then each batch is one sample (CUDA events, one
+warm-up pass), metric ``e2e_latency`` = the median over batches.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 
 from rec_common.results import make_row, ratio, write_rows
 from rec_common.timing import summarize
-from recflex import baselines, models
+from recflex import baselines, e2e, models
 from recflex.codegen import DISPATCH_MODES
 from recflex.inputs import pack
 from recflex.measure import summed_kernel_time
@@ -29,7 +35,8 @@ from recflex.reference import embedding_bag_reference
 VARIANTS = ("recflex", "recflex-heavy-first", *baselines.BASELINES)
 EXAMPLE = (
     "example: python -m recflex.bench --model A,B,C,D,E --plan default --batches 128 "
-    "--out results/recflex/kernel.jsonl"
+    "--out results/recflex/kernel.jsonl; end to end with the MLP: python -m recflex.bench "
+    "--e2e --model A --batches 32"
 )
 
 
@@ -74,26 +81,53 @@ def parser() -> argparse.ArgumentParser:
         "--method",
         choices=("auto", "profiler", "events"),
         default="auto",
-        help="kernel sums from the profiler, or CUDA events per batch",
+        help="kernel sums from the profiler, or CUDA events per batch (not with --e2e: "
+        "always events)",
     )
     ap.add_argument("--baseline", default="fbgemm-tbe", help="variant the ratios are against")
     ap.add_argument(
-        "--out", default="results/recflex/kernel.jsonl", help="JSON-lines file (appended)"
+        "--e2e",
+        action="store_true",
+        help="time lookup + MLP " + "-".join(map(str, e2e.MLP_ARCH)) + " per batch instead",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="JSON-lines file (appended); None: results/recflex/kernel.jsonl, or e2e.jsonl "
+        "with --e2e",
     )
     return ap
 
 
-def _check(name, out, ref) -> str | None:
+def _check(name, out, ref, what: str = "embedding_bag") -> str | None:
     if out.shape != ref.shape:
         return f"output shape {tuple(out.shape)}, expected {tuple(ref.shape)}"
     err = float((out.float() - ref).abs().max()) if ref.numel() else 0.0
-    return None if err <= 1e-3 else f"max |diff| vs embedding_bag is {err:.3e}"
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    return None if err <= 1e-3 * scale else f"max |diff| vs {what} is {err:.3e}"
 
 
-def bench_model(model: str, args, log) -> list[dict]:
+def make_variant(name: str, tables, plan, dispatch: str = "if-else"):
+    """``(prepare, run, emb)`` of variant ``name`` over ``tables``: ``prepare(packed)`` is
+    the untimed host work, ``run(prepared)`` returns ``[B, sum of dims]``; ``emb`` is the
+    :class:`FusedEmbedding` of a recflex variant, else None. On CPU tables recflex runs
+    its emulation (no host/launch split there)."""
+    if name.startswith("recflex"):
+        order = "heavy-first" if name == "recflex-heavy-first" else "feature"
+        emb = FusedEmbedding(tables, plan, dispatch=dispatch, task_order=order)
+        if emb.device.type == "cuda":
+            return emb.prepare, (lambda s: emb.run_prepared(*s)), emb
+        return (lambda p: p), emb, emb
+    reason = baselines.available(name)
+    if reason:
+        raise ImportError(reason)
+    prepare, run = baselines.build(name, tables)
+    return prepare, run, None
+
+
+def _test_batches(model: str, args, log, dev):
     w = models.workload(model)
     plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
-    dev = torch.device("cuda")
     tables = w.make_tables(device=dev)
     t0 = time.perf_counter()
     host = [pack(b) for b in w.batches(args.batches, seed=models.seed_for(w, "test"))]
@@ -102,8 +136,6 @@ def bench_model(model: str, args, log) -> list[dict]:
         f"(seed {models.seed_for(w, 'test')}, {sum(p.indices.numel() for p in host)} lookups) "
         f"generated in {time.perf_counter() - t0:.1f} s"
     )
-    refs = [embedding_bag_reference(tables, p.to(dev, torch.int64)) for p in host[:2]]
-    rows = []
     common = {
         "batches": len(host),
         "plan": args.plan,
@@ -111,49 +143,48 @@ def bench_model(model: str, args, log) -> list[dict]:
         "features": w.num_features,
         "sum_dims": w.sum_dims,
     }
+    return w, plan, tables, host, common
+
+
+def _add_ratios(rows: list[dict], baseline: str, model: str, log) -> None:
+    """Every row against ``baseline``'s (torch when that one did not run)."""
+    base = baseline if any(r["variant"] == baseline for r in rows) else "torch"
+    base_row = next((r for r in rows if r["variant"] == base), None)
+    for r in rows:  # same model, batches, metric
+        if base_row is not None and r is not base_row:
+            r["baseline"] = base
+            r["ratio"] = ratio(r["value"], base_row["value"], r["unit"], r["metric"])
+    for r in rows:
+        if r["variant"] != base and r["ratio"]:
+            log(f"[{model}] {r['variant']:12s} {r['ratio']:.2f}x vs {base}")
+
+
+def bench_model(model: str, args, log) -> list[dict]:
+    dev = torch.device("cuda")
+    _w, plan, tables, host, common = _test_batches(model, args, log, dev)
+    refs = [embedding_bag_reference(tables, p.to(dev, torch.int64)) for p in host[:2]]
+    rows = []
     for name in args.variants:
         extra = {}
         try:
-            if name.startswith("recflex"):
-                order = "heavy-first" if name == "recflex-heavy-first" else "feature"
-                emb = FusedEmbedding(tables, plan, dispatch=args.dispatch, task_order=order)
-                t1 = time.perf_counter()
-                staged = [emb.prepare(p) for p in host]
-                torch.cuda.synchronize()
+            prepare, run, emb = make_variant(name, tables, plan, args.dispatch)
+            t1 = time.perf_counter()
+            staged = [prepare(p) for p in host]
+            torch.cuda.synchronize()
+            if emb is not None:
                 extra["host_prepare_us_per_batch"] = round(
                     (time.perf_counter() - t1) / len(host) * 1e6, 1
                 )
-                extra.update(
-                    {
-                        k: v
-                        for k, v in emb.kernel_stats(staged[0][2]["index_dtype"]).items()
-                        if k
-                        in (
-                            "registers",
-                            "occupancy_blocks_per_sm",
-                            "static_smem_bytes",
-                            "functions",
-                            "max_concurrent_blocks",
-                        )
-                    }
-                )
+                keep = ("registers", "occupancy_blocks_per_sm", "static_smem_bytes", "functions",
+                        "max_concurrent_blocks")  # fmt: skip
+                stats = emb.kernel_stats(staged[0][2]["index_dtype"])
+                extra.update({k: v for k, v in stats.items() if k in keep})
                 extra["blocks"] = sum(s[1].total_blocks for s in staged)
-
-                def run(s, emb=emb):
-                    return emb.run_prepared(*s)
-            else:
-                reason = baselines.available(name)
-                if reason:
-                    log(f"[{model}] skip {name}: {reason}")
-                    continue
-                prepare, run_b = baselines.build(name, tables)
-                staged = [prepare(p) for p in host]
-                run = run_b
             for i, ref in enumerate(refs):
                 bad = _check(name, run(staged[i]), ref)
                 if bad:
                     raise RuntimeError(f"batch {i}: {bad}")
-            if name.startswith("recflex"):
+            if emb is not None:
                 emb.check_errors()
             totals, method = summed_kernel_time(
                 run, staged, repeats=args.repeats, method=args.method
@@ -182,15 +213,56 @@ def bench_model(model: str, args, log) -> list[dict]:
         )
         del staged
         torch.cuda.empty_cache()
-    base = args.baseline if any(r["variant"] == args.baseline for r in rows) else "torch"
-    base_row = next((r for r in rows if r["variant"] == base), None)
-    for r in rows:  # every row against the baseline's (same model, batches, metric)
-        if base_row is not None and r is not base_row:
-            r["baseline"] = base
-            r["ratio"] = ratio(r["value"], base_row["value"], r["unit"], r["metric"])
-    for r in rows:
-        if r["variant"] != base and r["ratio"]:
-            log(f"[{model}] {r['variant']:12s} {r['ratio']:.2f}x vs {base}")
+    _add_ratios(rows, args.baseline, model, log)
+    return rows
+
+
+def bench_e2e(model: str, args, log, device: torch.device | str = "cuda") -> list[dict]:
+    """Rows of metric ``e2e_latency`` (us per batch): lookup + MLP, every variant of
+    ``args.variants`` that runs here, after checking its output against ``embedding_bag``
+    + the same MLP. Runs on CPU too (recflex emulated; times then are host times)."""
+    dev = torch.device(device)
+    w, plan, tables, host, common = _test_batches(model, args, log, dev)
+    mlp = e2e.make_mlp(w.sum_dims, device=dev)
+    common["mlp"] = "-".join(map(str, mlp.sizes))
+    with torch.no_grad():
+        refs = [mlp(embedding_bag_reference(tables, p.to(dev, torch.int64))) for p in host[:2]]
+    dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    rows = []
+    for name in args.variants:
+        try:
+            prepare, lookup, emb = make_variant(name, tables, plan, args.dispatch)
+            staged = [prepare(p) for p in host]
+            forward = e2e.forward_fn(lookup, mlp)
+            for i, ref in enumerate(refs):
+                bad = _check(name, forward(staged[i]), ref, "embedding_bag + MLP")
+                if bad:
+                    raise RuntimeError(f"batch {i}: {bad}")
+            if emb is not None and dev.type == "cuda":
+                emb.check_errors()
+            samples = e2e.per_batch_latency(forward, staged, repeats=args.repeats, device=dev)
+        except Exception as exc:  # a baseline library failing must not stop the others
+            log(f"[{model}] skip {name}: {type(exc).__name__}: {exc}")
+            continue
+        t = summarize(samples, dev_name)
+        log(f"[{model}] {name:12s} e2e {t}")
+        rows.append(
+            make_row(
+                package="recflex",
+                benchmark="e2e",
+                workload=f"recflex-{model}",
+                variant=name,
+                metric="e2e_latency",
+                unit="us",
+                timing=t,
+                method="events" if dev.type == "cuda" else "perf_counter",
+                **common,
+            )
+        )
+        del staged
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    _add_ratios(rows, args.baseline, model, log)
     return rows
 
 
@@ -238,17 +310,18 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     _prebuild(args, log)
+    out = args.out or f"results/recflex/{'e2e' if args.e2e else 'kernel'}.jsonl"
     all_rows = []
     for model in args.model:
         try:
-            rows = bench_model(model, args, log)
+            rows = bench_e2e(model, args, log) if args.e2e else bench_model(model, args, log)
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: model {model}: {exc}", file=sys.stderr)
             return 1
         all_rows.extend(rows)
         if rows:
-            write_rows(args.out, rows)
-    print(f"wrote {len(all_rows)} rows to {args.out}")
+            write_rows(out, rows)
+    print(f"wrote {len(all_rows)} rows to {out}")
     return 0 if all_rows else 1
 
 
