@@ -59,7 +59,7 @@ fi
 # results rows, plots and the docs page into one archive
 FIGARGS="--steps ${RAP_FIG_STEPS:-30} --warmup ${RAP_FIG_WARMUP:-5} --out-dir $TMP/results --docs $TMP/docs/figures.md"
 step figure9 75 python3 -m rap_share.figures figure9 $FIGARGS
-step figure10 95 python3 -m rap_share.figures figure10 $FIGARGS
+step figure10 110 python3 -m rap_share.figures figure10 $FIGARGS
 tar -czf "$DEST/figures.tar.gz" -C "$TMP" results docs 2>/dev/null || status=1
 rm -rf "$TMP"
 echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"

@@ -8,6 +8,10 @@ One rank process per GPU trains rec-common's DLRM over table-wise sharded embedd
 ``rap``            fused + mapped kernels of the plan, each stage's kernels launched when the
                    trainer reaches that stage (thread with its own CUDA stream, see
                    :class:`rap_share.runtime.StageWorker`), no input all-to-all
+``rap_process``    the same staged program in a separate preprocessing process per GPU (under
+                   MPS when the daemon runs): the trainer writes each stage it reaches into a
+                   shared counter and the process launches that stage's kernels for batch
+                   ``it + queue_depth`` (see :func:`serve_staged`)
 ``rap_no_fusion``  mapped, one launch per column, in a separate preprocessing process
 ``rap_no_mapping`` fused, every GPU preprocesses all features of its local rows, separate
                    process, the trainer redistributes the ids (input all-to-all)
@@ -40,8 +44,8 @@ from rap_share.constants import STAGES
 from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
 
 VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
-            "rap_no_fusion", "rap")  # fmt: skip
-TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion")
+            "rap_no_fusion", "rap", "rap_process")  # fmt: skip
+TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion", "rap_process")
 PLAN_TOP_MLP = {"plan0": "1024-1024-512-1", "plan1": "1024-1024-512-256-1"}
 ALL = "all"  # the single stage of an unscheduled program
 
@@ -142,7 +146,7 @@ def build_programs(cfg: Config, rank: int):
         "cuda_stream": unfused_local,
         "cpu_workers": unfused_local,
     }
-    progs["ideal"] = progs["rap"]
+    progs["ideal"] = progs["rap_process"] = progs["rap"]
     return mapped, progs
 
 
@@ -240,8 +244,69 @@ def input_all_to_all(sparse, placement, rank: int, world: int, group=None):
 
 
 # ------------------------------------------------------------------ helper processes
-def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int) -> None:
-    """A preprocessing process: serves ``("run", cfg, prog, its)`` commands until ``None``.
+class Aborted(Exception):
+    """The trainer gave up on a staged run (it set the stage counter negative)."""
+
+
+def _await_stage(signal, want: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = signal.value
+        if v < 0:
+            raise Aborted
+        if v >= want:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no stage signal >= {want} from the trainer within {timeout} s")
+        time.sleep(20e-6)
+
+
+def _put(out_q, item, signal) -> None:
+    while True:  # a bounded queue: wait for the trainer, but stop if it gave up
+        try:
+            out_q.put(item, timeout=0.1)
+            return
+        except _queue.Full:
+            if signal.value < 0:
+                raise Aborted from None
+
+
+def serve_staged(raw, prog: Program, cfg: Config, rank: int, dev, total: int, depth: int,
+                 signal, out_q, timeout: float = 600.0) -> None:  # fmt: skip
+    """RAP's preprocessing process for one run of ``total`` iterations.
+
+    Batches ``0 .. depth-1`` are made at once; then, while the trainer runs iteration ``it``,
+    batch ``it + depth`` is made stage by stage: the kernels of stage ``STAGES[s]`` are
+    launched once ``signal.value >= it * len(STAGES) + s + 1`` (the trainer only writes the
+    counter, it never waits for this process). A finished batch goes to ``out_q`` as
+    ``(batch, outputs)`` (CUDA IPC for device tensors). A negative counter stops the run
+    (:class:`Aborted`); no signal within ``timeout`` s raises ``RuntimeError``.
+    """
+    ns = len(STAGES)
+
+    def finish(j: int, env: dict) -> None:
+        out = outputs(env, prog)
+        if dev.type == "cuda":
+            torch.cuda.current_stream(dev).synchronize()
+        _put(out_q, (j, out), signal)
+
+    for j in range(min(depth, total)):
+        env = make_env(raw, prog, j, cfg, rank, dev)
+        run_launches(prog.all_launches(), env)
+        finish(j, env)
+    for it in range(max(total - depth, 0)):
+        env = make_env(raw, prog, it + depth, cfg, rank, dev, non_blocking=True)
+        for s, stage in enumerate(STAGES):
+            _await_stage(signal, it * ns + s + 1, timeout)
+            run_launches(prog.stages.get(stage, []), env)
+        finish(it + depth, env)
+
+
+def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int,
+                  signal=None) -> None:  # fmt: skip
+    """A preprocessing process: serves ``("run", cfg, prog, its)`` and (device only, with the
+    shared stage counter ``signal``) ``("staged", cfg, prog, total, depth)`` commands until
+    ``None``.
 
     ``kind`` "device": the program's kernels on ``device``; "cpu": the numpy reference.
     Each batch is put on ``out_q`` as ``(it, outputs)``; ``("error", text)`` on failure.
@@ -259,6 +324,14 @@ def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int
             return
         if msg[0] == "data":
             raw = RawSource.load(msg[1])
+            continue
+        if msg[0] == "staged":
+            try:
+                serve_staged(raw, msg[2], msg[1], rank, dev, msg[3], msg[4], signal, out_q)
+            except Aborted:
+                pass
+            except BaseException:
+                out_q.put(("error", traceback.format_exc()))
             continue
         _, cfg, prog, its = msg
         try:
@@ -283,9 +356,10 @@ class Helpers:
         self.procs = []
         self.gpu_cmd = ctx.Queue()
         self.gpu_out = ctx.Queue(maxsize=depth)
+        self.signal = ctx.RawValue("q", 0)  # rap_process: it * len(STAGES) + stage + 1
         p = ctx.Process(
             target=_prep_process,
-            args=("device", str(device), self.gpu_cmd, self.gpu_out, raw_path, rank),
+            args=("device", str(device), self.gpu_cmd, self.gpu_out, raw_path, rank, self.signal),
             daemon=True,
         )
         p.start()
@@ -551,6 +625,40 @@ class Trainer:
             out = self.helpers.get(self.helpers.gpu_out, it)
             self._train(self.model_inputs(out, it, prog.mapped), it, tick, losses)
             del out
+
+    def _loop_rap_process(self, variant, prog, total, tick, losses) -> None:
+        """Batch ``it`` from the preprocessing process; each stage the trainer reaches is
+        written to the shared counter (no waiting), which paces batch ``it + queue_depth``.
+        A failed run stops the process's run; close the helpers after it."""
+        if self.helpers is None:
+            raise RuntimeError(f"{variant} needs the preprocessing process (Helpers)")
+        h = self.helpers
+        ns, index = len(STAGES), {s: i for i, s in enumerate(STAGES)}
+        cur = {"it": 0}
+
+        def signal(stage: str) -> None:
+            i = index.get(stage)
+            if i is not None:
+                h.signal.value = cur["it"] * ns + i + 1
+
+        h.signal.value = 0
+        h.gpu_cmd.put(("staged", self.cfg, prog, total, self.cfg.queue_depth))
+        done = False
+        try:
+            for it in range(total):
+                out = h.get(h.gpu_out, it)
+                inputs = self.model_inputs(out, it, prog.mapped)
+                cur["it"] = it
+                self._stage_hook = signal
+                try:
+                    self._train(inputs, it, tick, losses)
+                finally:
+                    self._stage_hook = None
+                del out
+            done = True
+        finally:
+            if not done:
+                h.signal.value = -1
 
     def _loop_cpu_workers(self, variant, prog, total, tick, losses) -> None:
         if self.helpers is None or not self.helpers.cpu_cmd:
