@@ -9,12 +9,14 @@ which is what runs on a GPU machine without nox.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 import nox
+
+sys.path.insert(0, str(Path(__file__).parent / "tools"))
+from repo_layout import cli_modules, package_dirs
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "virtualenv"
@@ -31,12 +33,7 @@ TORCHREC_SPEC = "torchrec==1.8.0"
 
 def packages() -> list[str]:
     """Distribution folders under packages/, rec-common first (the others depend on it)."""
-    names = sorted(
-        p.name
-        for p in PACKAGES_DIR.iterdir()
-        if (p / "pyproject.toml").is_file() and not p.name.startswith("_")
-    )
-    return sorted(names, key=lambda n: n != "rec-common")
+    return [p.name for p in package_dirs()]
 
 
 def install_torch(session: nox.Session) -> None:
@@ -135,22 +132,9 @@ def _check_wheel_alone(session: nox.Session, name: str, dist: Path) -> None:
         f"import {import_name}; print({import_name}.__name__, {import_name}.__version__)",
         external=True,
     )
-    for module in cli_modules(PACKAGES_DIR / name / "src" / import_name, import_name):
+    for module in cli_modules(PACKAGES_DIR / name / "src"):
         session.run(py, "-m", module, "--help", external=True, silent=True)
         session.log(f"{module} --help: ok")
-
-
-def cli_modules(src: Path, import_name: str) -> list[str]:
-    """Modules that run as `python -m`: those with a __main__ guard, and packages with __main__.py."""
-    mods = []
-    for path in sorted(src.rglob("*.py")):
-        rel = path.relative_to(src.parent).with_suffix("")
-        parts = list(rel.parts)
-        if parts[-1] == "__main__":
-            mods.append(".".join(parts[:-1]))
-        elif re.search(r"^if __name__ == .__main__.:", path.read_text(), re.M):
-            mods.append(".".join(parts))
-    return mods
 
 
 @nox.session(default=False)

@@ -14,27 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ROOT / "packages"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from repo_layout import ROOT, package_dirs
+from repo_layout import cli_modules as _cli_modules
 
 
 def packages() -> list[Path]:
-    found = [p for p in sorted(PACKAGES.iterdir()) if (p / "pyproject.toml").is_file()]
-    found = [p for p in found if not p.name.startswith("_")]
-    return sorted(found, key=lambda p: p.name != "rec-common")
+    return package_dirs()
 
 
 def cli_modules(pkg: Path) -> list[str]:
-    """Modules with a `__main__` guard (or a package __main__.py): what `python -m` runs."""
-    src = pkg / "src"
-    mods = []
-    for path in sorted(src.rglob("*.py")):
-        parts = list(path.relative_to(src).with_suffix("").parts)
-        if parts[-1] == "__main__":
-            mods.append(".".join(parts[:-1]))
-        elif re.search(r"^if __name__ == .__main__.:", path.read_text(), re.M):
-            mods.append(".".join(parts))
-    return mods
+    return _cli_modules(pkg / "src")
 
 
 def help_text(module: str) -> str:
@@ -46,37 +36,40 @@ def help_text(module: str) -> str:
     return proc.stdout
 
 
-def rewrite_links(text: str, pkg: Path) -> str:
-    """Relative links in a package README point into the repository, not the site."""
+REPO_URL = "https://github.com/rec-systems/rec-systems/tree/main"
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def _rewrite(text: str, to_url) -> str:
+    """Markdown links with a relative target go to ``to_url(target)`` unless it returns None."""
 
     def fix(m: re.Match) -> str:
         label, target = m.group(1), m.group(2)
         if re.match(r"^[a-z]+://|^#|^mailto:", target):
             return m.group(0)
-        return f"[{label}]({REPO_URL}/packages/{pkg.name}/{target})"
+        url = to_url(target)
+        return m.group(0) if url is None else f"[{label}]({url})"
 
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", fix, text)
+    return _LINK.sub(fix, text)
 
 
-REPO_URL = "https://github.com/rec-systems/rec-systems/tree/main"
+def rewrite_links(text: str, pkg: Path) -> str:
+    """Relative links in a package README point into the repository, not the site."""
+    return _rewrite(text, lambda target: f"{REPO_URL}/packages/{pkg.name}/{target}")
 
 
 def rewrite_repo_links(text: str, source: Path) -> str:
     """Links from a docs/ page to repository files outside docs/ point at the repository."""
+    docs = (ROOT / "docs").resolve()
 
-    def fix(m: re.Match) -> str:
-        label, target = m.group(1), m.group(2)
-        if re.match(r"^[a-z]+://|^#|^mailto:", target):
-            return m.group(0)
+    def to_url(target: str) -> str | None:
         path, _, anchor = target.partition("#")
         resolved = (source.parent / path).resolve()
-        docs = (ROOT / "docs").resolve()
         if resolved.is_relative_to(docs) or not resolved.is_relative_to(ROOT):
-            return m.group(0)
-        rel = resolved.relative_to(ROOT).as_posix()
-        return f"[{label}]({REPO_URL}/{rel}{'#' + anchor if anchor else ''})"
+            return None
+        return f"{REPO_URL}/{resolved.relative_to(ROOT).as_posix()}{'#' + anchor if anchor else ''}"
 
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", fix, text)
+    return _rewrite(text, to_url)
 
 
 def build(out: Path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from emb_kernels import nvrtc_build
+from rec_common.cuda_python import driver_check
 
 _lock = threading.Lock()
 _modules: dict[tuple, object] = {}
@@ -36,20 +37,7 @@ def driver_module():
 
 def check(result, what: str):
     """Unpack a cuda-python result tuple, raising ``RuntimeError`` on a non-success code."""
-    drv = driver_module()
-    if isinstance(result, tuple):
-        err, rest = result[0], result[1:]
-    else:
-        err, rest = result, ()
-    if err != drv.CUresult.CUDA_SUCCESS:
-        name = drv.cuGetErrorName(err)[1]
-        text = drv.cuGetErrorString(err)[1]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        text = text.decode() if isinstance(text, bytes) else str(text)
-        raise RuntimeError(f"{what} failed: {name} ({text})")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
+    return driver_check(driver_module(), result, what)
 
 
 def device_index(device: torch.device | int | None = None) -> int:

@@ -20,6 +20,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from rec_common.cuda_python import nvrtc_check
+
 SOURCES = ("bag_baseline.cu", "bag_fast.cu", "l2p.cu")
 HEADERS = ("common.cuh",)
 CUDA_EXTRA_HINT = "pip install 'emb-kernels[cuda]'"
@@ -117,26 +119,8 @@ def nvrtc_module():
 def nvrtc_version() -> str:
     nvrtc = nvrtc_module()
     err, major, minor = nvrtc.nvrtcVersion()
-    _check(nvrtc, err, "nvrtcVersion")
+    nvrtc_check(nvrtc, err, "nvrtcVersion")
     return f"{major}.{minor}"
-
-
-def _check(nvrtc, err, what: str, prog=None) -> None:
-    if err == nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        return
-    log = _log(nvrtc, prog) if prog is not None else ""
-    name = nvrtc.nvrtcGetErrorString(err)[1]
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    raise RuntimeError(f"{what} failed: {name}" + (f"\n{log}" if log else ""))
-
-
-def _log(nvrtc, prog) -> str:
-    err, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS or size <= 1:
-        return ""
-    buf = b" " * size
-    nvrtc.nvrtcGetProgramLog(prog, buf)
-    return buf.rstrip(b"\0").decode(errors="replace")
 
 
 def compile_cubin(source: str, arch: str, max_registers: int | None = None) -> bytes:
@@ -150,16 +134,16 @@ def compile_cubin(source: str, arch: str, max_registers: int | None = None) -> b
         [read_text(h).encode() for h in HEADERS],
         [h.encode() for h in HEADERS],
     )
-    _check(nvrtc, err, f"nvrtcCreateProgram({source})")
+    nvrtc_check(nvrtc, err, f"nvrtcCreateProgram({source})")
     try:
         opts = [o.encode() for o in options]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        _check(nvrtc, err, f"NVRTC compiling {source} with {' '.join(options)}", prog)
+        nvrtc_check(nvrtc, err, f"NVRTC compiling {source} with {' '.join(options)}", prog)
         err, size = nvrtc.nvrtcGetCUBINSize(prog)
-        _check(nvrtc, err, "nvrtcGetCUBINSize", prog)
+        nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize", prog)
         buf = b" " * size
         (err,) = nvrtc.nvrtcGetCUBIN(prog, buf)
-        _check(nvrtc, err, "nvrtcGetCUBIN", prog)
+        nvrtc_check(nvrtc, err, "nvrtcGetCUBIN", prog)
         return buf
     finally:
         nvrtc.nvrtcDestroyProgram(prog)

@@ -27,6 +27,7 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
+from rec_common.cuda_python import nvrtc_check
 from recflex.codegen import Kernel
 
 CUDA_EXTRA_HINT = "pip install 'recflex[cuda]'"
@@ -71,26 +72,8 @@ def nvrtc_version() -> str:
             f"NVRTC could not be loaded ({type(exc).__name__}: {exc}); install the CUDA "
             "toolkit or `pip install nvidia-cuda-nvrtc`"
         ) from exc
-    _check(nvrtc, err, "nvrtcVersion")
+    nvrtc_check(nvrtc, err, "nvrtcVersion")
     return f"{major}.{minor}"
-
-
-def _check(nvrtc, err, what: str, prog=None) -> None:
-    if err == nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        return
-    log = _log(nvrtc, prog) if prog is not None else ""
-    name = nvrtc.nvrtcGetErrorString(err)[1]
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    raise RuntimeError(f"{what} failed: {name}" + (f"\n{log}" if log else ""))
-
-
-def _log(nvrtc, prog) -> str:
-    err, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS or size <= 1:
-        return ""
-    buf = b" " * size
-    nvrtc.nvrtcGetProgramLog(prog, buf)
-    return buf.rstrip(b"\0").decode(errors="replace")
 
 
 def compile_nvrtc(source: str, arch: str) -> bytes:
@@ -99,16 +82,16 @@ def compile_nvrtc(source: str, arch: str) -> bytes:
     nvrtc_version()  # a clear error when libnvrtc is missing
     options = nvrtc_options(arch)
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), b"recflex_fused.cu", 0, [], [])
-    _check(nvrtc, err, "nvrtcCreateProgram")
+    nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
     try:
         opts = [o.encode() for o in options]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        _check(nvrtc, err, f"NVRTC compiling the fused kernel ({' '.join(options)})", prog)
+        nvrtc_check(nvrtc, err, f"NVRTC compiling the fused kernel ({' '.join(options)})", prog)
         err, size = nvrtc.nvrtcGetCUBINSize(prog)
-        _check(nvrtc, err, "nvrtcGetCUBINSize", prog)
+        nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize", prog)
         buf = b" " * size
         (err,) = nvrtc.nvrtcGetCUBIN(prog, buf)
-        _check(nvrtc, err, "nvrtcGetCUBIN", prog)
+        nvrtc_check(nvrtc, err, "nvrtcGetCUBIN", prog)
         return buf
     finally:
         nvrtc.nvrtcDestroyProgram(prog)

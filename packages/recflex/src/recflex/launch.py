@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rec_common.cuda_python import driver_check
 from recflex import build
 from recflex.codegen import Kernel
 from recflex.constants import BLOCK_THREADS
@@ -37,18 +38,7 @@ def driver_module():
 
 def check(result, what: str):
     """Unpack a cuda-python result tuple, raising ``RuntimeError`` on a non-success code."""
-    drv = driver_module()
-    if isinstance(result, tuple):
-        err, rest = result[0], result[1:]
-    else:
-        err, rest = result, ()
-    if err != drv.CUresult.CUDA_SUCCESS:
-        name = drv.cuGetErrorName(err)[1]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        raise RuntimeError(f"{what} failed: {name}")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
+    return driver_check(driver_module(), result, what, describe=False)
 
 
 def device_index(device=None) -> int:
