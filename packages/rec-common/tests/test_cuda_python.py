@@ -6,7 +6,7 @@ import ctypes
 
 import pytest
 
-from rec_common.cuda_python import driver_check, nvrtc_check, nvrtc_log
+from rec_common.cuda_python import atomic_write, driver_check, nvrtc_check, nvrtc_compile, nvrtc_log
 
 
 class FakeNvrtc:
@@ -57,3 +57,48 @@ def test_driver_check_unpacks_values_and_raises_on_errors():
         driver_check(drv, (719,), "cuLaunchKernel")
     with pytest.raises(RuntimeError, match=r"^cuLaunchKernel failed: CUDA_ERROR_LAUNCH_FAILED$"):
         driver_check(drv, (719,), "cuLaunchKernel", describe=False)
+
+
+class FakeCompiler(FakeNvrtc):
+    """Records the program it is given; fails compiling when the source says so."""
+
+    def nvrtcCreateProgram(self, src, name, n, headers, include_names):
+        self.program = (src, name, n, headers, include_names)
+        return (0, "prog")
+
+    def nvrtcCompileProgram(self, prog, n, opts):
+        self.options = opts
+        return (6 if b"#error" in self.program[0] else 0,)
+
+    def nvrtcGetCUBINSize(self, prog):
+        return (0, 4)
+
+    def nvrtcGetCUBIN(self, prog, buf):
+        ctypes.memmove(buf, b"CUBN", 4)
+        return (0,)
+
+    def nvrtcDestroyProgram(self, prog):
+        self.destroyed = True
+
+
+def test_nvrtc_compile_passes_headers_and_options_and_always_destroys():
+    fake = FakeCompiler()
+    cubin = nvrtc_compile(fake, "k()", "k.cu", ["-arch=sm_90"], [("common.cuh", "int x;")])
+    assert cubin == b"CUBN" and fake.destroyed
+    assert fake.program == (b"k()", b"k.cu", 1, [b"int x;"], [b"common.cuh"])
+    assert fake.options == [b"-arch=sm_90"]
+    bad = FakeCompiler(b"k.cu(1): #error")
+    with pytest.raises(RuntimeError, match=r"NVRTC compiling k.cu with -arch=sm_90 failed"):
+        nvrtc_compile(bad, "#error", "k.cu", ["-arch=sm_90"])
+    assert bad.destroyed
+
+
+def test_atomic_write_leaves_whole_files_only(tmp_path):
+    target = tmp_path / "cache" / "a.cubin"
+    atomic_write(target, b"abc")
+    assert target.read_bytes() == b"abc"
+    with pytest.raises(TypeError):
+        atomic_write(target, "not bytes")
+    assert target.read_bytes() == b"abc" and sorted(p.name for p in target.parent.iterdir()) == [
+        "a.cubin"
+    ]

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 import torch
 
 from emb_kernels import nvrtc_build
-from rec_common.cuda_python import driver_check
+from rec_common.cuda_python import driver_check, ensure_primary_context
 
 _lock = threading.Lock()
 _modules: dict[tuple, object] = {}
 _functions: dict[tuple, object] = {}
-_tls = threading.local()
 
 
 def driver_module():
@@ -63,20 +62,7 @@ def arch_of(device: torch.device | int | None = None) -> str:
 
 def ensure_context(index: int) -> None:
     """Make the device's primary context (PyTorch's) current on this thread."""
-    done = getattr(_tls, "ready", None)
-    if done is None:
-        done = _tls.ready = set()
-    if index in done:
-        return
-    drv = driver_module()
-    torch.cuda.init()
-    check(drv.cuInit(0), "cuInit")
-    dev = check(drv.cuDeviceGet(index), "cuDeviceGet")
-    ctx = check(drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-    current = check(drv.cuCtxGetCurrent(), "cuCtxGetCurrent")
-    if int(current) != int(ctx):
-        check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-    done.add(index)
+    ensure_primary_context(driver_module, index)
 
 
 def get_module(source: str, max_registers: int | None, device: torch.device | int | None = None):

@@ -16,11 +16,11 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from rec_common.cuda_python import nvrtc_check
+from rec_common.cuda_python import atomic_write as _atomic_write
+from rec_common.cuda_python import nvrtc_check, nvrtc_compile
 
 SOURCES = ("bag_baseline.cu", "bag_fast.cu", "l2p.cu")
 HEADERS = ("common.cuh",)
@@ -127,26 +127,8 @@ def compile_cubin(source: str, arch: str, max_registers: int | None = None) -> b
     """Compile one module with NVRTC (no cache); raise with NVRTC's log on failure."""
     nvrtc = nvrtc_module()
     options = nvrtc_options(arch, max_registers)
-    err, prog = nvrtc.nvrtcCreateProgram(
-        read_text(source).encode(),
-        source.encode(),
-        len(HEADERS),
-        [read_text(h).encode() for h in HEADERS],
-        [h.encode() for h in HEADERS],
-    )
-    nvrtc_check(nvrtc, err, f"nvrtcCreateProgram({source})")
-    try:
-        opts = [o.encode() for o in options]
-        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        nvrtc_check(nvrtc, err, f"NVRTC compiling {source} with {' '.join(options)}", prog)
-        err, size = nvrtc.nvrtcGetCUBINSize(prog)
-        nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize", prog)
-        buf = b" " * size
-        (err,) = nvrtc.nvrtcGetCUBIN(prog, buf)
-        nvrtc_check(nvrtc, err, "nvrtcGetCUBIN", prog)
-        return buf
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
+    headers = [(h, read_text(h)) for h in HEADERS]
+    return nvrtc_compile(nvrtc, read_text(source), source, options, headers)
 
 
 def cubin_path(source: str, arch: str, max_registers: int | None = None) -> Path:
@@ -167,15 +149,3 @@ def build_cubin(
         with contextlib.suppress(OSError):
             _atomic_write(path, data)
     return data
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,7 +27,8 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-from rec_common.cuda_python import nvrtc_check
+from rec_common.cuda_python import atomic_write as _atomic_write
+from rec_common.cuda_python import nvrtc_check, nvrtc_compile
 from recflex.codegen import Kernel
 
 CUDA_EXTRA_HINT = "pip install 'recflex[cuda]'"
@@ -81,20 +82,7 @@ def compile_nvrtc(source: str, arch: str) -> bytes:
     nvrtc = nvrtc_module()
     nvrtc_version()  # a clear error when libnvrtc is missing
     options = nvrtc_options(arch)
-    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), b"recflex_fused.cu", 0, [], [])
-    nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
-    try:
-        opts = [o.encode() for o in options]
-        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        nvrtc_check(nvrtc, err, f"NVRTC compiling the fused kernel ({' '.join(options)})", prog)
-        err, size = nvrtc.nvrtcGetCUBINSize(prog)
-        nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize", prog)
-        buf = b" " * size
-        (err,) = nvrtc.nvrtcGetCUBIN(prog, buf)
-        nvrtc_check(nvrtc, err, "nvrtcGetCUBIN", prog)
-        return buf
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
+    return nvrtc_compile(nvrtc, source, "recflex_fused.cu", options)
 
 
 def cubin_path(kernel: Kernel, arch: str) -> Path:
@@ -135,18 +123,6 @@ def prebuild(kernels: Sequence[Kernel], arch: str, jobs: int = 8) -> list[tuple[
     ctx = get_context("spawn")  # no forked CUDA state in the workers
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as ex:
         return done + list(ex.map(_build_one, todo, [arch] * len(todo)))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------- nvcc

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 
 import torch
 
-from rec_common.cuda_python import driver_check
+from rec_common.cuda_python import driver_check, ensure_primary_context
 from recflex import build
 from recflex.codegen import Kernel
 from recflex.constants import BLOCK_THREADS
 
 _lock = threading.Lock()
-_tls = threading.local()
 _loaded: dict[tuple[str, int], LoadedKernel] = {}
 
 
@@ -53,19 +52,8 @@ def device_index(device=None) -> int:
 
 
 def ensure_context(index: int) -> None:
-    done = getattr(_tls, "ready", None)
-    if done is None:
-        done = _tls.ready = set()
-    if index in done:
-        return
-    drv = driver_module()
-    torch.cuda.init()
-    check(drv.cuInit(0), "cuInit")
-    dev = check(drv.cuDeviceGet(index), "cuDeviceGet")
-    ctx = check(drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-    if int(check(drv.cuCtxGetCurrent(), "cuCtxGetCurrent")) != int(ctx):
-        check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-    done.add(index)
+    """Make the device's primary context (PyTorch's) current on this thread."""
+    ensure_primary_context(driver_module, index)
 
 
 def arch_of(index: int) -> str:
