@@ -2,6 +2,10 @@
 # Everything bagpipe needs from a GPU machine (1 or 2 GPUs), in one call from the repo root:
 # the gpu tests, then a short figure 9 (DLRM, Kaggle-sized tables, global batch 16384, 80 steps,
 # bagpipe vs the no-cache PS, static hot cache and model-parallel baselines).
+# Knobs: MODELS (dlrm), FIG_STEPS (80), FIG_WARMUP (20), VARIANT_STEPS (e.g. ps=150),
+# FIG_TIMEOUT (330 s). The paper-length run on nvidia-h200-x2 (about 9 minutes):
+#   STEPS="env figure9" MODELS=dlrm,wide-deep,dcn,deepfm FIG_STEPS=550 FIG_WARMUP=50 \
+#   VARIANT_STEPS=ps=120 FIG_TIMEOUT=560 bash packages/bagpipe/benchmarks/gpu_check.sh
 #
 #   OUT=/tmp/out bash packages/bagpipe/benchmarks/gpu_check.sh
 #
@@ -37,8 +41,9 @@ for s in $STEPS; do
     tests)
         step tests 180 python3 -m pytest packages/bagpipe/tests -m gpu -q -p no:cacheprovider -x ;;
     figure9)
-        step figure9 330 python3 -m bagpipe.figure9 --models "${MODELS:-dlrm}" \
-            --steps "${FIG_STEPS:-80}" --warmup 20 --global-batch 16384 --servers 2 \
+        step figure9 "${FIG_TIMEOUT:-330}" python3 -m bagpipe.figure9 --models "${MODELS:-dlrm}" \
+            --steps "${FIG_STEPS:-80}" --warmup "${FIG_WARMUP:-20}" \
+            --variant-steps "${VARIANT_STEPS:-}" --global-batch 16384 --servers 2 \
             --timeout 300 --work "$WORK" --out "$DEST/figure9.jsonl" ;;
     esac
 done

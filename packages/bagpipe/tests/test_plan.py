@@ -96,3 +96,31 @@ def test_bad_inputs():
         make_plan([[np.array([1])]], 5, 0, 1)
     with pytest.raises(ValueError, match="outside"):
         make_plan([[np.array([7])]], 5, 1, 1)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 17, 5000])
+def test_sorted_unique_matches_numpy(size):
+    from bagpipe.plan import sorted_unique
+
+    a = np.random.default_rng(size).integers(-5, 50, size)
+    got = sorted_unique(a)
+    assert got.dtype == np.int64
+    assert got.tolist() == np.unique(a).tolist()
+
+
+def test_step_rows_one_hot_fast_path_matches_the_jagged_path():
+    from bagpipe.data import BatchSource
+    from bagpipe.oracle import step_rows
+    from bagpipe.server import table_offsets
+    from bagpipe.synthetic import synthetic_arrays
+
+    sizes = [7, 300, 1, 50]
+    dense, sparse, labels = synthetic_arrays(96, sizes, seed=3)
+    one_hot = BatchSource(dense, sparse, labels, sizes, "<t>", 32)
+    ragged = [(sparse[:, f].copy(), np.arange(97)) for f in range(len(sizes))]
+    jagged = BatchSource(dense, ragged, labels, sizes, "<t>", 32)
+    off = table_offsets(sizes)
+    for k in range(4):  # batch 3 wraps around to batch 0
+        for n in (1, 2, 4):
+            a, b = step_rows(one_hot, k, off, n), step_rows(jagged, k, off, n)
+            assert [x.tolist() for x in a] == [x.tolist() for x in b]

@@ -74,6 +74,26 @@ def per_step(stats: dict, warmup: int, variant: str) -> dict:
     return {"total": total, "breakdown": br}
 
 
+def parse_variant_steps(text: str, variants) -> dict[str, int]:
+    """``"ps=150,static=300"`` -> ``{"ps": 150, "static": 300}`` (only known variants).
+
+    >>> parse_variant_steps("ps=150", ["bagpipe", "ps"])
+    {'ps': 150}
+    """
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, val = part.partition("=")
+        if not sep or name not in variants or not val.isdigit() or int(val) < 1:
+            raise ValueError(f"--variant-steps: expected VARIANT=STEPS with VARIANT one of "
+                             f"{', '.join(variants)} and STEPS >= 1, got {part!r}")  # fmt: skip
+        out[name] = int(val)
+    return out
+
+
+def steps_of(args, variant: str) -> int:
+    return args.variant_steps.get(variant, args.steps)
+
+
 def run_variant(args, model: str, variant: str, data: Path, work: Path) -> dict | None:
     from bagpipe.launch import main as launch_main
 
@@ -81,7 +101,7 @@ def run_variant(args, model: str, variant: str, data: Path, work: Path) -> dict 
     cmd = ["--trainers", str(args.trainers), "--servers", str(args.servers), "--model", model,
            "--data", str(data), "--device", args.device, "--out", str(out),
            "--mode", variant, "--mini-batch-size", str(args.global_batch),
-           "--stop-iter", str(args.steps), "--emb-size", str(args.emb_size),
+           "--stop-iter", str(steps_of(args, variant)), "--emb-size", str(args.emb_size),
            "--cache-size", str(args.cache_size), "--timeout", str(args.timeout),
            "--trainer-args", f"--model-size {args.model_size}"]  # fmt: skip
     if variant == "bagpipe":
@@ -111,6 +131,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=550, help="training steps per run")
     p.add_argument("--warmup", type=int, default=50, help="steps dropped from the statistics")
     p.add_argument(
+        "--variant-steps",
+        default="",
+        help="per-variant step counts, e.g. ps=150 (the no-cache PS is ~20x slower per step)",
+    )
+    p.add_argument(
         "--global-batch", type=int, default=16384, help="global batch (split over the trainers)"
     )
     p.add_argument("--trainers", type=int, default=None, help="default: GPUs (at least 2)")
@@ -137,8 +162,15 @@ def main(argv=None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.trainers is None:
         args.trainers = max(2, torch.cuda.device_count() if args.device == "cuda" else 2)
-    if args.steps <= args.warmup:
-        p.error(f"--steps {args.steps} must exceed --warmup {args.warmup}")
+    try:
+        args.variant_steps = parse_variant_steps(args.variant_steps, VARIANTS)
+    except ValueError as exc:
+        p.error(str(exc))
+    for v in args.variants.split(","):
+        if v not in VARIANTS:
+            p.error(f"--variants: unknown variant {v!r}; expected some of {', '.join(VARIANTS)}")
+        if steps_of(args, v) <= args.warmup:
+            p.error(f"{v}: {steps_of(args, v)} steps must exceed --warmup {args.warmup}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else make_data(
@@ -146,7 +178,9 @@ def main(argv=None) -> int:
     from rec_common.results import make_row, write_rows
 
     rows, table = [], []
+    path = Path(args.out)
     for model in args.models.split(","):
+        model_rows = []
         res = {}
         for variant in args.variants.split(","):
             r = run_variant(args, model, variant, data, work)
@@ -160,23 +194,26 @@ def main(argv=None) -> int:
                           p20=float(np.percentile(xs, 20)), p80=float(np.percentile(xs, 80)),
                           n=len(xs), model=model, mean=statistics.fmean(xs),
                           std=statistics.pstdev(xs), breakdown_s=r["breakdown"],
+                          wall_s=r["wall_s"],
                           batch=args.global_batch, trainers=args.trainers,
-                          servers=args.servers, emb_size=args.emb_size, steps=args.steps,
+                          servers=args.servers, emb_size=args.emb_size, steps=steps_of(args, variant),
                           warmup=args.warmup, lookahead=args.lookahead if variant == "bagpipe"
                           else 1, device=args.device, setup_note=NOTE)  # fmt: skip
             bases = [b for b in res if b != variant] if variant == "bagpipe" else (
                 ["ps"] if "ps" in res and variant != "ps" else [])  # fmt: skip
             if not bases:
-                rows.append(make_row(**common))
+                model_rows.append(make_row(**common))
             for b in bases:
-                rows.append(make_row(**common, baseline=b,
-                                     baseline_value=statistics.median(res[b]["times_ms"])))  # fmt: skip
+                model_rows.append(make_row(**common, baseline=b,
+                                           baseline_value=statistics.median(res[b]["times_ms"])))  # fmt: skip
             table.append((model, variant, med, statistics.fmean(xs), statistics.pstdev(xs),
                           r["breakdown"]))  # fmt: skip
+        if model_rows:  # written per model, so a run stopped later keeps what finished
+            write_rows(path, model_rows)
+            rows += model_rows
     if not rows:
         print("error: figure9: no variant finished", file=sys.stderr)
         return 1
-    path = write_rows(args.out, rows)
     print(
         f"\n{'model':10s} {'variant':15s} {'median ms':>10s} {'mean±std ms':>16s}  breakdown (ms)"
     )

@@ -17,12 +17,18 @@ import torch
 from bagpipe import config as cfg
 from bagpipe.data import BatchSource, shard
 from bagpipe.errors import BagpipeError
-from bagpipe.plan import Plan, choose_hot_rows, make_plan
+from bagpipe.plan import Plan, choose_hot_rows, make_plan, sorted_unique
 from bagpipe.server import table_offsets
 
 
 def step_rows(source: BatchSource, k: int, offsets: np.ndarray, num_trainers: int):
     """Sorted unique global rows each trainer's shard of global batch ``k`` reads."""
+    if isinstance(source.sparse, np.ndarray):  # one id per feature: read the block directly
+        b = source.global_batch
+        lo = (k % source.num_batches) * b
+        rows = np.asarray(source.sparse[lo : lo + b], dtype=np.int64) + offsets[None, :]
+        per = b // num_trainers
+        return [sorted_unique(rows[t * per : (t + 1) * per].ravel()) for t in range(num_trainers)]
     _, sparse, _ = source.batch(k)
     b = sparse.batch_size // num_trainers
     out = []
@@ -33,7 +39,7 @@ def step_rows(source: BatchSource, k: int, offsets: np.ndarray, num_trainers: in
             parts.append(
                 v[int(o[t * b]) : int(o[(t + 1) * b])].numpy().astype(np.int64) + offsets[f]
             )
-        out.append(np.unique(np.concatenate(parts)))
+        out.append(sorted_unique(np.concatenate(parts)))
     return out
 
 

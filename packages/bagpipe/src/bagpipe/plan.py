@@ -141,12 +141,34 @@ def _union(per_trainer: Sequence[np.ndarray]):
     return rows.astype(np.int64), counts, labels[first]
 
 
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``a`` (int64), by sort + neighbour compare.
+
+    numpy >= 2.3's ``np.unique`` hashes integers, which is ~50x slower than sorting for the
+    tens of millions of row ids a run's rounds hold; this keeps the oracle off the critical path.
+
+    >>> sorted_unique(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    a = np.sort(np.asarray(a, dtype=np.int64))
+    if len(a) < 2:
+        return a
+    keep = np.empty(len(a), dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def _union2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return sorted_unique(np.concatenate([a, b]))
+
+
 def _split_chunks(rows: np.ndarray, n: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(c) for c in np.array_split(rows, n)]
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.unique(np.concatenate(parts)) if parts else _EMPTY
+    return sorted_unique(np.concatenate(parts)) if parts else _EMPTY
 
 
 def make_plan(
@@ -185,7 +207,7 @@ def make_plan(
     else:
         if mode == "static" and hot_rows is None:
             raise ValueError("mode 'static' needs hot_rows (see choose_hot_rows)")
-        hot = np.unique(np.asarray(hot_rows, dtype=np.int64)) if mode == "static" else _EMPTY
+        hot = sorted_unique(hot_rows) if mode == "static" else _EMPTY
         plan = _plan_per_step(steps, num_rows, n, mode, hot)
     plan.seconds = time.perf_counter() - t0
     return plan
@@ -195,16 +217,19 @@ def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int) -> Plan:
     K = len(steps)
     G = math.ceil(K / C)
     unions = [_union(s) for s in steps]
-    # next use of each row of each step (backward pass)
+    # next use of each row of each step (backward pass); int32 state halves the random
+    # traffic into these num_rows-long arrays, the planner's main cost
     nxt = [None] * K
-    seen = np.full(num_rows, NEVER, dtype=np.int64)
+    unseen = np.iinfo(np.int32).max
+    seen = np.full(num_rows, unseen, dtype=np.int32)
     for k in range(K - 1, -1, -1):
         u = unions[k][0]
-        nxt[k] = seen[u]
+        nx = seen[u].astype(np.int64)
+        nx[nx == unseen] = NEVER
+        nxt[k] = nx
         seen[u] = k
     del seen
-    last = np.full(num_rows, -1, dtype=np.int64)
-    last_private = np.zeros(num_rows, dtype=bool)
+    last = np.full(num_rows, -1, dtype=np.int32)  # 2 * last step + (1 if it was private)
     ev_rep: dict[int, list] = {}
     ev_priv: dict[int, list] = {}  # round -> list of (rows, owners)
     fe_rep: dict[int, list] = {}
@@ -212,8 +237,9 @@ def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int) -> Plan:
     step_plans = []
     for k in range(K):
         u, counts, owner = unions[k]
-        p = last[u]
-        e_p = np.where(last_private[u], -(-(p + 1) // C), -(-(p + 2) // C))
+        code = last[u].astype(np.int64)
+        p = np.where(code < 0, -1, code >> 1)
+        e_p = np.where((code & 1) == 1, -(-(p + 1) // C), -(-(p + 2) // C))
         fetch = (p < 0) | (((k - p) > L) & (k >= (e_p + 2) * C))
         nx = nxt[k]
         e_priv, e_rep = -(-(k + 1) // C), -(-(k + 2) // C)
@@ -227,16 +253,15 @@ def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int) -> Plan:
         rep = ~private
         now = rep & (nx == k + 1)
         step_plans.append(StepPlan(k, u[now], u[rep & ~now], int(private.sum())))
-        last[u] = k
-        last_private[u] = private
-    del last, last_private
+        last[u] = 2 * k + private
+    del last
 
     def per_trainer(parts_rep, parts_priv):
         rep = _cat(parts_rep)
         out = []
         for t in range(n):
             mine = [r[o == t] for r, o in parts_priv]
-            out.append(np.union1d(rep, _cat(mine)) if mine else rep)
+            out.append(_union2(rep, _cat(mine)) if mine else rep)
         return rep, out
 
     # simulate residency round by round: evict, then place this round's fetch
@@ -267,7 +292,7 @@ def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int) -> Plan:
             if count[t] > peak[t]:
                 peak[t], peak_round[t] = count[t], g
             mine_priv = [r[o == t] for r, o in ev_priv.get(g, [])]
-            wb = np.union1d(chunks[t], _cat(mine_priv)) if mine_priv else chunks[t]
+            wb = _union2(chunks[t], _cat(mine_priv)) if mine_priv else chunks[t]
             trainers.append(TrainerRound(ev, wb, nxt_fetch[t]))
         rounds.append(Round(g, g * C, min((g + 1) * C, K), tuple(trainers), True, g - 1))
         fetches = nxt_fetch
@@ -315,7 +340,7 @@ def _plan_per_step(steps, num_rows: int, n: int, mode: str, hot: np.ndarray) -> 
     final = []
     for t in range(n):
         hot_wb = _split_chunks(hot, n)[t]
-        final.append(TrainerRound(np.union1d(prev[t], hot), np.union1d(prev_writer[t], hot_wb),
+        final.append(TrainerRound(_union2(prev[t], hot), _union2(prev_writer[t], hot_wb),
                                   _EMPTY))  # fmt: skip
     initial = tuple(hot.copy() for _ in range(n))
     return Plan(mode, n, num_rows, 1, 1, step_plans, rounds, initial, tuple(final),
