@@ -57,7 +57,7 @@ def random_steps(k, n, rows, per, seed):
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_every_read_is_resident(L, prop, n):
     steps = random_steps(60, n, 300, 25, seed=L * 10 + n)
-    plan = make_plan(steps, 300, L, cleanup_interval(L, prop))
+    plan = make_plan(steps, 300, L, cleanup_interval(L, prop), check=True)
     simulate(plan, steps)
     # replicated rows: every trainer holds them; sync lists are disjoint
     for sp in plan.steps:
@@ -66,7 +66,7 @@ def test_every_read_is_resident(L, prop, n):
 
 def test_private_rows_are_owned_by_one_trainer():
     steps = [[np.array([1, 5]), np.array([2, 5])], [np.array([5]), np.array([3])]]
-    plan = make_plan(steps, 10, lookahead=1, cleanup_interval=1)
+    plan = make_plan(steps, 10, lookahead=1, cleanup_interval=1, check=True)
     assert plan.initial_fetch[0].tolist() == [1, 5]  # 1 private to trainer 0
     assert plan.initial_fetch[1].tolist() == [2, 5]  # 2 private to trainer 1
     assert plan.steps[0].num_private == 2
