@@ -2,13 +2,14 @@
 # Everything emb-kernels needs from a GPU machine, in one call of at most ~6 minutes (run from
 # the repo root; no pip, no network): build the NVRTC modules, the gpu tests, the resource
 # report, the MICRO'24 benchmark + figure, the anchors (with FBGEMM TBE when .device/ holds
-# the pack from shared/tools/fbgemm-for-device), the register-cap and prefetch sweeps, DLRM
+# the pack from shared/tools/fbgemm-for-device), the fast-knob sweep on the anchors, the
+# register-cap and prefetch sweeps, DLRM
 # end to end, then (if time is left) ncu's L2 hit rates and compute-sanitizer.
 #
 #   OUT=/tmp/out bash packages/emb-kernels/benchmarks/gpu_check.sh
 #
 # Writes 3 files under $OUT/emb-kernels/: run.log, micro24.png and results.tar.gz (micro24,
-# anchors, sweeps, dlrm .jsonl, report.json, ncu.csv when ncu ran). STEPS="..." runs a subset.
+# anchors, sweep-fast, sweeps, dlrm .jsonl, report.json, ncu.csv when ncu ran). STEPS="..." runs a subset.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -21,7 +22,7 @@ export EMB_KERNELS_CACHE=${EMB_KERNELS_CACHE:-$PWD/.emb_cache}
 export GIT_COMMIT=${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 LOG="$DEST/run.log"
 : >"$LOG"
-STEPS=${STEPS:-"env fbgemm build tests report micro24 anchors sweeps dlrm ncu sanitizer"}
+STEPS=${STEPS:-"env fbgemm build tests report micro24 anchors sweep-fast sweeps dlrm ncu sanitizer"}
 BUDGET_S=${BUDGET_S:-330}  # optional steps (ncu, sanitizer) start only before this
 status=0
 T0=$SECONDS
@@ -79,6 +80,12 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
     anchors)
         step anchors 150 python3 -m emb_kernels.bench --workload anchors \
             --on-mismatch skip --out "$WORK/anchors.jsonl" ;;
+    sweep-fast)
+        # the fast kernel's opt-in knobs (split, seg_unroll, coop, hints...) next to fast,
+        # torch and FBGEMM on the four anchor workloads, each output checked before timing;
+        # rows written per workload, so a timeout keeps the finished ones
+        step sweep-fast 90 python3 -m emb_kernels.bench --workload anchors --sweep fast \
+            --repeats 5 --on-mismatch skip --out "$WORK/sweep-fast.jsonl" ;;
     sweeps)
         step sweep-registers 60 python3 -m emb_kernels.bench --workload micro24 \
             --hotness random,high --sweep registers --batches 4 --repeats 2 --on-mismatch skip \
@@ -121,14 +128,16 @@ for step in (30, 1, 300):  # warp/segmented, one-hot segmented and block modes o
             print(step, v, "reported:", str(e)[:90])
 from emb_kernels import errors, ops
 w = torch.randn(1000, 128, device="cuda")
-for step in (10, 100):  # fast with cooperative id loads (opt-in): the coop path and K > 1
+for step in (10, 100):  # the opt-in fast paths: coop (and K > 1), split bags, seg_unroll=8
     offs = torch.arange(0, 3000, step, device="cuda")
-    l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast={"coop": True, "block_warps": 0})
-    errors.watch(l(), lambda t, p: f"coop: bad id at {p}")
-    try:
-        emb_kernels.check_errors()
-    except ValueError as e:
-        print(step, "fast-coop reported:", e)
+    for fo in ({"coop": True, "block_warps": 0}, {"split": 4, "split_min_pooling": 1},
+               {"split": 8, "split_min_pooling": 1, "coop": True}, {"seg_unroll": 8, "coop": True}):
+        l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast=fo)
+        errors.watch(l(), lambda t, p: f"bad id at {p}")
+        try:
+            emb_kernels.check_errors()
+        except ValueError as e:
+            print(step, fo, "reported:", e)
 torch.cuda.synchronize(); print("sanitizer run done")'
         fi ;;
     esac
@@ -137,7 +146,7 @@ done
 python3 - "$WORK" <<'EOF' | tee -a "$LOG"
 import json, pathlib, sys
 work = pathlib.Path(sys.argv[1])
-for name in ("micro24.jsonl", "anchors.jsonl", "sweeps.jsonl", "dlrm.jsonl"):
+for name in ("micro24.jsonl", "anchors.jsonl", "sweep-fast.jsonl", "sweeps.jsonl", "dlrm.jsonl"):
     p = work / name
     if not p.exists():
         continue

@@ -90,6 +90,8 @@ def test_main_without_gpu_exits_1(capsys):
         ["--workload", "anchors", "--sweep", "registers"],
         ["--hotness", "lukewarm"],
         ["--workload", "anchors", "--variants", "fast-u3"],
+        ["--workload", "dlrm", "--sweep", "fast"],
+        ["--workload", "anchors", "--sweep", "prefetch"],
     ):
         with pytest.raises(SystemExit) as exc:
             bench.main(bad)
@@ -114,3 +116,47 @@ def test_versions_are_filled_without_package_metadata():
     row = bench.fill_versions({"versions": {}})
     assert set(row["versions"]) == {"emb-kernels", "rec-common"}
     assert bench.fill_versions({"versions": {"x": "1"}})["versions"] == {"x": "1"}
+
+
+def test_fast_sweep_variants_and_knobs():
+    assert bench.parse_variant("fast-split4").fast_options() == {"split": 4}
+    assert bench.parse_variant("fast-split2-min16").fast_options() == {
+        "split": 2,
+        "split_min_pooling": 16,
+    }
+    assert bench.parse_variant("fast-coop-split4").fast_options() == {"coop": True, "split": 4}
+    assert bench.parse_variant("fast-su8").fast_options() == {"seg_unroll": 8}
+    assert bench.parse_variant("fast-coop-su8").fast_options() == {"coop": True, "seg_unroll": 8}
+    raw = bench.build_parser().parse_args(["--workload", "anchors", "--sweep", "fast"])
+    bench._defaults(raw)
+    one = [s.name for s in bench.specs_for(bench.args_for(raw, "anchor-1table"), fbgemm_ok=True)]
+    assert one == [*bench.FAST_SWEEP_SINGLE, "fbgemm"]  # no paper baseline; TBE when it runs
+    ml = bench.specs_for(bench.args_for(raw, "mlperf-multihot"), fbgemm_ok=False)
+    assert [s.name for s in ml] == list(bench.FAST_SWEEP_BATCHED)
+    for name in {*bench.FAST_SWEEP_SINGLE, *bench.FAST_SWEEP_BATCHED} - {"torch"}:
+        assert bench.parse_variant(name).variant == "fast", name
+
+
+def test_fast_sweep_plans_are_valid_for_every_anchor_shape():
+    # every variant of the sweep plans on the anchor shapes (the GPU run must not fail on
+    # a knob combination the planner refuses)
+    from emb_kernels import kernels
+    from rec_common.criteo_tables import MLPERF_MULTI_HOT_SIZES as sizes
+
+    def plan(pool, dims, batch, **kw):
+        n = len(pool)
+        return kernels.plan_fast(
+            dtype=torch.float32, index_dtype=torch.int64, rows=[1000] * n, dims=dims,
+            weight_offsets=[0] * n, out_cols=[0] * n, out_stride=sum(dims), batch=batch,
+            mode="sum", mean_pooling=sum(pool) / n, device="cpu", sm_count=132,
+            table_pooling=[float(p) for p in pool], **kw,
+        )  # fmt: skip
+
+    for name in bench.FAST_SWEEP_SINGLE:
+        if name != "torch":
+            assert plan([32], [128], 16384, **bench.parse_variant(name).fast_options()).name
+    for name in bench.FAST_SWEEP_BATCHED:
+        if name != "torch":
+            opts = bench.parse_variant(name).fast_options()
+            assert plan(list(sizes), [128] * 26, 8192, **opts).name
+            assert plan([1.0] * 26, [128] * 26, 16384, **opts).name  # criteo-kaggle one-hot

@@ -23,15 +23,19 @@ needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (CUDA 
 # has 2 cores): ~80 s of compiling in ~45 s.
 NEEDED = [(s, None, "sm_90") for s in nvrtc_build.SOURCES]
 NEEDED += [(kernels.BASELINE_SOURCE, 32, "sm_90"), (kernels.BASELINE_SOURCE, 42, "sm_90")]
-NEEDED += [(s, None, "sm_80") for s in nvrtc_build.SOURCES]
+# sm_80: the default sources only. bag_fast_x.cu instantiates the same device code
+# (bag_fast.cuh) with other template arguments; its sm_90 compile is checked above, and
+# leaving its ~80 s sm_80 compile out keeps the suite near its 4-minute budget on 2 cores
+SM80_SOURCES = [s for s in nvrtc_build.SOURCES if s != kernels.FAST_X_SOURCE]
+NEEDED += [(s, None, "sm_80") for s in SM80_SOURCES]
 _pending: dict = {}
 
 
 def usage(source: str, cap: int | None = None, arch: str = "sm_90") -> dict:
     if not _pending:
         pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)))
-        # the longest (bag_fast.cu) first on each worker
-        for key in sorted(NEEDED, key=lambda k: k[0] != "bag_fast.cu"):
+        # the longest (bag_fast.cu, bag_fast_x.cu) first on each worker
+        for key in sorted(NEEDED, key=lambda k: not k[0].startswith("bag_fast")):
             _pending[key] = pool.submit(ptxas_usage.compile_with_nvcc, key[0], key[2], key[1])
         pool.shutdown(wait=False)
     key = (source, cap, arch)
@@ -71,9 +75,12 @@ def test_register_cap_changes_the_register_count():
 def test_uncapped_kernels_do_not_spill():
     for source in nvrtc_build.SOURCES:
         for name, u in usage(source).items():
-            if name.endswith("_u8c"):
+            if name.endswith(("_u8c", "_u8cs", "_u8c8")) or (
+                name.startswith("ek_fast_seg_") and name.endswith("_u8")
+            ):
                 # the coop kernels trade a few spilled registers (loop invariants) for 3
-                # blocks per SM (EK_COOP_MIN_BLOCKS); bound it so a real regression fails
+                # blocks per SM (EK_COOP_MIN_BLOCKS; the seg_unroll=8 ones EK_SEG8_MIN_BLOCKS);
+                # bound it so a real regression fails
                 assert u.get("spill_stores", 0) <= 160, f"{source}:{name} spills: {u}"
                 continue
             if name.startswith("ek_fast_seg_"):
@@ -89,7 +96,7 @@ def test_uncapped_kernels_do_not_spill():
 
 @needs_nvcc
 def test_sources_compile_for_sm80():
-    for source in nvrtc_build.SOURCES:
+    for source in SM80_SOURCES:
         assert usage(source, None, "sm_80"), source
 
 

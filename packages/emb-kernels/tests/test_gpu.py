@@ -440,3 +440,108 @@ def test_fast_coop_and_v1_agree_on_mlperf_like_tables():
                                                  *[x.cpu() for x in batch.feature(t)[:2]])
                          for t in range(len(rows))], 1)  # fmt: skip
         assert_close(outs[name], ref, 2e-6, f"mlperf-like {name}")
+
+
+# the opt-in knobs of H200 run 3 (`split`, `seg_unroll`): every combination against the
+# float64 reference on fresh inputs, bags of 0, 1, 31-33, 100, 149-151 ids
+KNOB_LENGTHS = [0, 1, 31, 32, 33, 100, 149, 150, 151, 0, 0, 2, 64, 1, 0, 7]
+KNOB_MODES = (("sum", True, 11), ("sum", False, None), ("mean", False, 11), ("max", False, 11),
+              ("max", False, None))  # fmt: skip
+
+
+def run_knob_cases(weight, ids, offsets, fast, tol, check):
+    psw = torch.rand(ids.numel(), device="cuda", dtype=torch.float64).to(weight.dtype)
+    for mode, with_w, pad in KNOB_MODES:
+        w = psw if with_w else None
+        launcher = ops.make_launcher(weight, ids, offsets, mode, w, pad, variant="fast",
+                                     fast=fast)  # fmt: skip
+        check(launcher.plan)
+        launcher.out.fill_(float("nan"))
+        launcher()
+        ref = truth(weight, ids, offsets, mode, w, pad)
+        assert_close(launcher.out, ref, tol, f"{fast} {mode} psw={with_w} pad={pad}")
+
+
+@pytest.mark.parametrize("dim", [128, 160, 256, 16])  # whole warp, partial slice, 2 slices, G<32
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_fast_split_bags_match_reference(dim, dtype, tol, index_dtype):
+    weight, ids, offsets = make_case(700, dim, KNOB_LENGTHS, dtype, index_dtype)
+    ids[::5] = 11
+    for split in (2, 4, 8):
+        for coop in (False, True):
+            fast = {"split": split, "split_min_pooling": 1, "coop": coop}
+
+            want = kernels.split_parts([sum(KNOB_LENGTHS) / len(KNOB_LENGTHS)], split, 1)
+
+            def check(plan, want=want, coop=coop):
+                assert list(plan.split) == want and want[0] > 1, plan
+                assert plan.name.endswith("_u8cs" if coop else "_u4s"), plan.name
+
+            run_knob_cases(weight, ids, offsets, fast, tol, check)
+
+
+@pytest.mark.parametrize("dim", [128, 160, 64, 16])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_fast_seg_unroll8_matches_reference(dim, index_dtype):
+    weight, ids, offsets = make_case(700, dim, KNOB_LENGTHS, torch.float32, index_dtype)
+    ids[::5] = 11
+    for segment_bags in (None, 3):
+        for coop in (False, True):
+            fast = {"seg_unroll": 8, "coop": coop}
+            if segment_bags:
+                fast["segment_bags"] = segment_bags
+
+            def check(plan, coop=coop):
+                assert plan.seg_unroll == 8 and plan.name.endswith("_u8c8" if coop else "_u8")
+
+            run_knob_cases(weight, ids, offsets, fast, 2e-6, check)
+    with pytest.raises(ValueError, match="float32 only"):
+        ops.make_launcher(weight.half(), ids, offsets, variant="fast", fast={"seg_unroll": 8})
+
+
+@pytest.mark.parametrize("fast", [{"split": 4, "split_min_pooling": 1},
+                                  {"split": 2, "split_min_pooling": 1, "coop": True},
+                                  {"seg_unroll": 8}, {"seg_unroll": 8, "coop": True}])  # fmt: skip
+def test_fast_new_knobs_skip_and_report_bad_ids(fast):
+    weight, ids, offsets = make_case(100, 128, [40, 0, 37, 100], torch.float32, torch.int64)
+    ids[45] = 100
+    ids[3] = -1
+    launcher = ops.make_launcher(weight, ids, offsets, "sum", variant="fast",
+                                 validate_input=False, fast=fast)  # fmt: skip
+    out = launcher()
+    errors.watch(out.device, lambda table, pos: f"bad id at table {table} position {pos}")
+    keep = torch.ones(ids.numel(), dtype=torch.bool)
+    keep[[3, 45]] = False
+    off = torch.tensor([0, 39, 39, 75])
+    assert_close(out, truth(weight, ids[keep.cuda()], off, "sum"), 2e-6, f"{fast} bad ids")
+    with pytest.raises(ValueError, match=r"table 0 position 3\b"):
+        emb_kernels.check_errors()
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_fast_new_knobs_on_mlperf_like_tables(index_dtype):
+    # tables of different splits in one launch (padding units between them), short tables
+    # in segments, dims that put several bags in a warp, per-sample weights
+    from rec_common.generators import BatchGenerator, FeatureSpec
+
+    sizes = [3, 1, 100, 27, 1, 12, 40, 20]
+    dims = [128, 128, 128, 128, 64, 16, 64, 128]
+    feats = [FeatureSpec(f"f{i}", rows=1000 + 100 * i, dim=d,
+                         pooling="one-hot" if s == 1 else f"fixed:{s}")
+             for i, (s, d) in enumerate(zip(sizes, dims))]  # fmt: skip
+    batch = BatchGenerator(feats, seed=6, index_dtype=index_dtype).batch(1001).to("cuda")
+    rows = [f.rows for f in feats]
+    for opts in ({"split": 2}, {"split": 4}, {"split": 8}, {"split": 8, "split_min_pooling": 16},
+                 {"split": 4, "coop": True}, {"seg_unroll": 8},
+                 {"seg_unroll": 8, "coop": True}):  # fmt: skip
+        tbe = emb_kernels.TableBatchedEmbeddingBags(rows, dims, device="cuda",
+                                                    fast_options=opts)  # fmt: skip
+        out = tbe(batch)
+        plan = next(iter(tbe._plans.values()))
+        if "split" in opts:
+            assert max(plan.split) > 1, plan
+        ref = torch.cat([embedding_bag_reference(tbe.table(t).cpu().double(),
+                                                 *[x.cpu() for x in batch.feature(t)[:2]])
+                         for t in range(len(rows))], 1)  # fmt: skip
+        assert_close(out, ref, 2e-6, f"mlperf-like {opts}")

@@ -145,3 +145,123 @@ def test_coop_default_follows_the_constant_and_needs_a_warp_wide_row(monkeypatch
     assert mixed.coop and mixed.name.endswith("_u8c")  # the 16-wide table falls back inside
     monkeypatch.setattr(kernels, "FAST_COOP", False)
     assert not plan([128, 128]).coop
+
+
+def mlperf_plan(dims=None, dtype=torch.float32, **kw):
+    from rec_common.criteo_tables import MLPERF_MULTI_HOT_SIZES as sizes
+
+    n = len(sizes)
+    dims = dims or [128] * n
+    return kernels.plan_fast(
+        dtype=dtype, index_dtype=torch.int64, rows=[1000] * n, dims=dims,
+        weight_offsets=[0] * n, out_cols=[0] * n, out_stride=sum(dims), batch=8192, mode="sum",
+        mean_pooling=sum(sizes) / n, device="cpu", sm_count=132,
+        table_pooling=[float(s) for s in sizes], **kw,
+    )  # fmt: skip
+
+
+def test_split_parts_follow_the_pooling_and_the_knob():
+    assert kernels.split_parts([100, 27, 1], None) == [1, 1, 1]
+    assert kernels.split_parts([100, 27, 1], 4) == [4, 1, 1]
+    assert kernels.split_parts([100, 27, 1], 8) == [8, 1, 1]  # 8 warps x 12.5 ids >= 8
+    assert kernels.split_parts([100, 27, 40, 1], 8, 16) == [8, 2, 4, 1]
+    assert kernels.split_parts([32.0], 2, 16) == [2]  # the anchor: 2 warps of 16 ids
+    for bad in (3, 1, True, 16):
+        with pytest.raises(ValueError, match="split must be one of"):
+            kernels.split_parts([100], bad)
+    with pytest.raises(ValueError, match="split_min_pooling must be a number"):
+        kernels.split_parts([100], 2, 0)
+    with pytest.raises(ValueError, match="split_min_pooling needs split"):
+        kernels.split_parts([100], None, 16)
+
+
+def test_split_plan_aligns_groups_and_orders_by_chain():
+    default = mlperf_plan()
+    for s in (2, 4, 8):
+        plan = mlperf_plan(split=s)
+        meta = plan.meta.view(26, -1)
+        assert meta.shape[1] == kernels.FAST_META_STRIDE == 11
+        assert plan.name == "ek_fast_seg_sum_f32_i64_v16_u4s"
+        assert plan.source == kernels.FAST_X_SOURCE
+        t = meta[:, 9].tolist().index(20)  # the 100-id table
+        assert int(meta[t, 10]) == s and plan.split[20] == s
+        assert int(meta[t, 4]) % s == 0  # its S warps sit in one block
+        assert meta[:, 4].tolist() == sorted(meta[:, 4].tolist())
+        assert int(meta[t, 8]) == 1  # one bag per lane group
+        # the other tables keep their bags per lane group and their single warp
+        others = [i for i in range(26) if i != t]
+        assert meta[others, 10].tolist() == [1] * 25
+        k_default = {int(r[9]): int(r[8]) for r in default.meta.view(26, -1)}
+        assert {int(r[9]): int(r[8]) for r in meta[others]} == {
+            k: v for k, v in k_default.items() if k != 20
+        }
+        assert plan.total_units >= default.total_units + 8192 * (s - 1)
+        assert plan.grid == -(-plan.total_units // 8)
+    coop = mlperf_plan(split=4, coop=True)
+    assert coop.name.endswith("_u8cs") and coop.coop
+    # work of the split table is its pooling / S: 100 / 4 = 25 < 27, so the 27-id table leads
+    assert mlperf_plan(split=4).meta.view(26, -1)[0, 9] == 21
+    # no table long enough: the default kernel, no split
+    short = anchor_plan(split=4)
+    assert short.split == () and short.source == kernels.FAST_SOURCE
+    assert anchor_plan(split=2, split_min_pooling=16).name.endswith("_u4s")
+
+
+def test_split_pads_between_tables_of_different_splits():
+    # a table of 20 ids (S=2, 4 bags per warp: 9 groups = 18 units) numbered before one of 40
+    # ids (S=4; equal chains of 10, table order): 2 padding units start the latter at 20
+    plan = kernels.plan_fast(
+        dtype=torch.float16, index_dtype=torch.int32, rows=[50, 60, 70], dims=[64, 128, 16],
+        weight_offsets=[0, 3200, 10880], out_cols=[0, 64, 192], out_stride=208, batch=33,
+        mode="max", mean_pooling=20.0, device="cpu", sm_count=132, split=4,
+        split_min_pooling=16, table_pooling=[20.0, 40.0, 3.0],
+    )  # fmt: skip
+    meta = plan.meta.view(3, -1).tolist()
+    assert plan.name == "ek_fast_seg_max_f16_i32_v16_u4s"
+    assert [(r[9], r[4], r[10]) for r in meta] == [(0, 0, 2), (1, 20, 4), (2, 20 + 17 * 4, 1)]
+
+
+def test_seg_unroll_8_picks_the_u8_kernels_and_refuses_what_it_lacks():
+    plan = mlperf_plan(seg_unroll=8)
+    assert plan.name == "ek_fast_seg_sum_f32_i64_v16_u8" and plan.seg_unroll == 8
+    assert plan.source == kernels.FAST_X_SOURCE
+    assert mlperf_plan(seg_unroll=8, coop=True).name.endswith("_u8c8")
+    assert mlperf_plan(seg_unroll=4).name == mlperf_plan().name
+    one = anchor_plan(seg_unroll=8)  # every lane group one bag: the segmented kernel anyway
+    assert one.name == "ek_fast_seg_sum_f32_i64_v16_u8" and one.block_warps == 0
+    with pytest.raises(ValueError, match="float32 only"):
+        mlperf_plan(dtype=torch.bfloat16, seg_unroll=8)
+    with pytest.raises(ValueError, match="seg_unroll must be one of"):
+        mlperf_plan(seg_unroll=16)
+    with pytest.raises(ValueError, match="exclude each other"):
+        mlperf_plan(seg_unroll=8, split=2)
+    with pytest.raises(ValueError, match="needs warp mode"):
+        mlperf_plan(seg_unroll=8, block_warps=2)
+
+
+def test_invalid_knob_combinations_say_why():
+    with pytest.raises(ValueError, match="split .* needs warp mode"):
+        anchor_plan(split=2, block_warps=2)
+    with pytest.raises(ValueError, match="split .* needs warp mode"):
+        anchor_plan(split=2, unroll=8)
+    with pytest.raises(ValueError, match="split and segment_bags exclude"):
+        anchor_plan(split=2, segment_bags=4)
+    with pytest.raises(ValueError, match="split must be one of"):
+        anchor_plan(split=6)
+
+
+def test_defaults_are_unchanged_by_the_new_knobs():
+    assert anchor_plan().name == "ek_fast_block2_sum_f32_i64_v16"
+    plan = mlperf_plan()
+    assert plan.name == "ek_fast_seg_sum_f32_i64_v16_u4" and plan.split == ()
+    assert plan.seg_unroll == 4 and plan.source == kernels.FAST_SOURCE
+    assert plan.meta.view(26, -1)[:, 10].tolist() == [1] * 26
+
+
+def test_every_new_kernel_name_is_in_its_module():
+    names = kernels.all_kernel_names()
+    x = names[kernels.FAST_X_SOURCE]
+    assert all(kernels.fast_source(n) == kernels.FAST_X_SOURCE for n in x)
+    assert all(kernels.fast_source(n) == kernels.FAST_SOURCE for n in names[kernels.FAST_SOURCE])
+    assert "ek_fast_seg_max_bf16_i32_v2_u8cs" in x and "ek_fast_seg_sum_f32_i64_v4_u8c8" in x
+    assert not any("f16" in n and n.endswith(("_u8", "_u8c8")) for n in x)

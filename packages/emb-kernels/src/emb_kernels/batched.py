@@ -67,8 +67,8 @@ class TableBatchedEmbeddingBags(nn.Module):
         keys: feature names a batch must carry in order; None takes features by position.
         validate: check offsets and ids before the launch (one synchronization); with False
             a bad id is skipped by the kernel and reported by :func:`emb_kernels.check_errors`.
-        fast_options: tuning knobs of the fast launch (``unroll``, ``block_warps``, ``hint``;
-            see :func:`emb_kernels.kernels.plan_fast`).
+        fast_options: tuning knobs of the fast launch (``unroll``, ``block_warps``, ``hint``,
+            ``coop``, ``split``, ``seg_unroll``, ...; see :func:`emb_kernels.kernels.plan_fast`).
         hot_rows: for the ``l2p``/``combined`` variants, one list of row ids per table (or
             None for a table) pinned in L2 before that table's lookup, on every forward (the
             pin is part of the forward's time, as in an inference server).
@@ -338,6 +338,11 @@ class TableBatchedEmbeddingBags(nn.Module):
                 for p in table_pooling
             ),
         )
+        opts = self.fast_options
+        if opts.get("split") is not None or opts.get("split_min_pooling") is not None:
+            parts = kernels.split_parts(table_pooling, opts.get("split"),
+                                        opts.get("split_min_pooling"))  # fmt: skip
+            thresholds = (*thresholds, tuple(parts))
         key = (b, values.dtype, align, thresholds, min(8, int(mean_pooling // 16)))
         plan = self._plans.get(key)
         if plan is None:

@@ -19,7 +19,11 @@ NAME@capN sets one (NAME@capnone: none); fast (auto), fast-warp, fast-blockW (W 
 bag), fast-uU (rows in flight), fast-uUh (load hints), fast-noseg (no segmented mode),
 fast-tableorder (work units in table order, not longest first), fast-v1 (no cooperative id
 loads: the code path before them), fast-coop (warp mode with cooperative id loads),
-fast-segK (K bags per lane group); torch; fbgemm (FBGEMM TBE, inference or training op).
+fast-segK (K bags per lane group), fast-splitS (S warps share each bag of tables of >= 40 ids
+per bag, inside the warp-mode launch), fast-splitS-minN (... of >= N ids), fast-coop-splitS,
+fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32); torch; fbgemm
+(FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
+(FAST_SWEEP_SINGLE, FAST_SWEEP_BATCHED) next to torch and FBGEMM, without the paper baseline.
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
 those alone (table-batched ones time the whole forward: one launch for fast, one per table
 for the others), and dlrm (end-to-end inference, see emb_kernels.e2e).
@@ -49,6 +53,7 @@ EXAMPLE = """examples:
   python -m emb_kernels.bench --workload anchors
   python -m emb_kernels.bench --workload anchor-1table --iters 50 --variants fast,torch
   python -m emb_kernels.bench --workload micro24 --hotness random --sweep registers
+  python -m emb_kernels.bench --workload anchors --sweep fast --repeats 5
   python -m emb_kernels.bench --workload dlrm --hotness random,high"""
 
 PACKAGE = "emb-kernels"
@@ -63,6 +68,16 @@ ANCHOR_VARIANTS = (
 )  # fmt: skip
 BATCHED_VARIANTS = (
     "baseline", "optmt", "fast", "fast-coop", "fast-noseg", "fast-tableorder", "torch",
+)  # fmt: skip
+# --sweep fast (H200 run 3: pick the fast default from measured numbers); every variant's
+# output is checked against torch before it is timed, FBGEMM TBE added when it runs
+FAST_SWEEP_SINGLE = (
+    "fast", "fast-warp", "fast-block2", "fast-coop", "fast-split2-min16", "fast-su8",
+    "fast-coop-su8", "fast-u4h", "fast-u8h", "torch",
+)  # fmt: skip
+FAST_SWEEP_BATCHED = (
+    "fast", "fast-coop", "fast-split2", "fast-split4", "fast-split8", "fast-split4-min16",
+    "fast-coop-split4", "fast-su8", "fast-coop-su8", "torch",
 )  # fmt: skip
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
 ANCHOR_WORKLOADS = ("anchor-1table", *BATCHED_WORKLOADS)
@@ -95,6 +110,9 @@ class Spec:
     segment_bags: int | None = None  # fast: K bags per lane group (segmented mode forced)
     longest_first: bool | None = None  # fast: False numbers work units in table order
     coop: bool | None = None  # fast: cooperative id loads (False: the previous code path)
+    split: int | None = None  # fast: warps sharing each bag of long-bag tables (2, 4, 8)
+    split_min_pooling: float | None = None  # fast: ... of tables with at least this pooling
+    seg_unroll: int | None = None  # fast: rows in flight in the segmented path (8: float32)
 
     def fast_options(self) -> dict:
         opts = {
@@ -104,6 +122,9 @@ class Spec:
             "segment_bags": self.segment_bags,
             "longest_first": self.longest_first,
             "coop": self.coop,
+            "split": self.split,
+            "split_min_pooling": self.split_min_pooling,
+            "seg_unroll": self.seg_unroll,
         }
         opts = {k: v for k, v in opts.items() if v is not None}
         return {**opts, "hint": True} if self.hint else opts
@@ -148,6 +169,13 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
         table[f"fast-block{wb}"] = Spec(name, "fast", block_warps=wb)
     for k in (2, 4, 8, 16):
         table[f"fast-seg{k}"] = Spec(name, "fast", block_warps=0, segment_bags=k)
+    for sp in (2, 4, 8):
+        table[f"fast-split{sp}"] = Spec(name, "fast", split=sp)
+        table[f"fast-coop-split{sp}"] = Spec(name, "fast", coop=True, split=sp)
+        for lo in (16, 32):
+            table[f"fast-split{sp}-min{lo}"] = Spec(name, "fast", split=sp, split_min_pooling=lo)
+    table["fast-su8"] = Spec(name, "fast", seg_unroll=8)
+    table["fast-coop-su8"] = Spec(name, "fast", coop=True, seg_unroll=8)
     if base not in table:
         raise ValueError(f"unknown variant {base!r}; known: {', '.join(table)}")
     spec = table[base]
@@ -441,11 +469,17 @@ def _batched_runner(spec: Spec, w: Workload) -> Runner:
     if spec.variant == "fast":
         tbe = bt.tbe.sharing("fast", spec.fast_options())
 
+        info = {"time_includes_extra": "one launch, all tables"}
+
         def run_fast(i: int) -> torch.Tensor:
             values, offsets = bt.concat[i]
-            return tbe.forward_concat(values, offsets, b, counts=bt.counts[i])
+            out = tbe.forward_concat(values, offsets, b, counts=bt.counts[i])
+            if "fast_plan" not in info and tbe._plans:  # the rows name the kernel that ran
+                p = next(iter(tbe._plans.values()))
+                info["fast_plan"] = f"{p.name} grid {p.grid}"
+            return out
 
-        return Runner(spec, run_fast, info={"time_includes_extra": "one launch, all tables"})
+        return Runner(spec, run_fast, info=info)
     if ops.resolve_variant(spec.variant, spec.max_registers, spec.prefetch) != ops.resolve_variant(
         spec.variant
     ):
@@ -812,9 +846,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None, help="comma-separated (default: the workload's set)")
     p.add_argument(
         "--sweep",
-        choices=("registers", "prefetch"),
+        choices=("registers", "prefetch", "fast"),
         default=None,
-        help="replace the variants by a register-cap or prefetch-distance sweep",
+        help="replace the variants by a register-cap or prefetch-distance sweep (micro24), or "
+        "by the fast kernel's knobs next to torch and FBGEMM (fast: any workload, anchors too)",
     )
     p.add_argument("--num-tables", type=int, default=None)
     p.add_argument("--num-embeddings", type=int, default=None)
@@ -935,6 +970,9 @@ def specs_for(args, fbgemm_ok: bool | None = None) -> list[Spec]:
     elif args.sweep == "prefetch":
         names = ["baseline", "baseline@cap32"]
         names += [f"rpf{p}@cap{c}" for c in ("none", "42", "32") for p in PREFETCH_DISTANCES]
+    elif args.sweep == "fast":
+        names = list(FAST_SWEEP_BATCHED if args.workload in BATCHED_WORKLOADS
+                     else FAST_SWEEP_SINGLE)  # fmt: skip
     elif args.variants:
         names = [v.strip() for v in args.variants.split(",") if v.strip()]
     else:
@@ -945,11 +983,12 @@ def specs_for(args, fbgemm_ok: bool | None = None) -> list[Spec]:
             if args.workload == "anchor-1table"
             else BATCHED_VARIANTS
         )
-    if "baseline" not in names:
-        names.insert(0, "baseline")
-    names.remove("baseline")
-    names.insert(0, "baseline")  # measured first: the ratios refer to it
-    if not args.sweep and "fbgemm" not in names:
+    if args.sweep != "fast":  # the fast sweep leaves the paper baseline out (time)
+        if "baseline" not in names:
+            names.insert(0, "baseline")
+        names.remove("baseline")
+        names.insert(0, "baseline")  # measured first: the ratios refer to it
+    if args.sweep in (None, "fast") and "fbgemm" not in names:
         if args.fbgemm == "on":
             names.append("fbgemm")
         elif args.fbgemm == "auto":
@@ -1052,13 +1091,28 @@ def _sweep_summary(rows: list[dict]) -> None:
                 )
 
 
+def _fast_sweep_summary(rows: list[dict]) -> None:
+    """Per workload: each variant's latency, vs fast (the current default) and vs FBGEMM."""
+    lat = [r for r in rows if r["metric"] == "kernel_latency"]
+    for wl in dict.fromkeys(r["workload"] for r in lat):
+        mine = {r["variant"]: r["value"] for r in lat if r["workload"] == wl}
+        ref, tbe = mine.get("fast"), mine.get("fbgemm")
+        print(f"--- sweep fast, {wl}: us, vs fast, vs FBGEMM TBE")
+        for v, us in sorted(mine.items(), key=lambda kv: kv[1]):
+            a = f"{ref / us:5.2f}x" if ref else "    -"
+            b = f"{tbe / us:5.2f}x" if tbe else "    -"
+            print(f"  {v:20s} {us:9.1f} {a} {b}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = parser.parse_args(argv)
     args = raw
     _defaults(args)
-    if args.workload == "anchors" and args.sweep:
-        parser.error("--sweep applies to micro24 (or one anchor workload), not to anchors")
+    if args.workload == "anchors" and args.sweep not in (None, "fast"):
+        parser.error("--sweep registers/prefetch apply to micro24, not to anchors")
+    if args.workload == "dlrm" and args.sweep:
+        parser.error("--sweep does not apply to dlrm")
     try:
         if args.hotness is not None:
             _hotness_list(args.hotness)
@@ -1087,31 +1141,41 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or str(results.default_path(PACKAGE, bench))
     all_rows: list[dict] = []
     failed: list[str] = []
+    written = 0  # rows already written (the fast sweep writes per workload)
     t0 = time.perf_counter()
     try:
         if args.workload == "micro24":
             all_rows, failed = run_micro24(args, specs_for(args), bench)
             if args.sweep == "registers":
                 _sweep_summary(all_rows)
+            if args.sweep == "fast":
+                _fast_sweep_summary(all_rows)
         elif args.workload == "dlrm":
             from emb_kernels import e2e
 
             all_rows, failed = e2e.run(args, bench)
         else:
             workloads = ANCHOR_WORKLOADS if args.workload == "anchors" else (args.workload,)
+            if args.sweep == "fast":  # the gap that matters most first, should time run out
+                workloads = sorted(workloads, key=lambda x: x != "mlperf-multihot")
             for wl in workloads:
                 sub = args_for(raw, wl) if args.workload == "anchors" else args
                 run = run_anchor_1table if wl == "anchor-1table" else run_batched
                 rows, bad = run(sub, specs_for(sub), bench)
                 all_rows += rows
                 failed += bad
+                if args.sweep == "fast":
+                    results.write_rows(out, rows)  # per workload: a killed step keeps these
+                    written += len(rows)
+            if args.sweep == "fast":
+                _fast_sweep_summary(all_rows)
     except MismatchError as exc:
         print(f"error: aborted on a mismatch: {exc}", file=sys.stderr)
-        if all_rows:
-            results.write_rows(out, all_rows)
+        if all_rows[written:]:
+            results.write_rows(out, all_rows[written:])
         return 1
-    if all_rows:
-        results.write_rows(out, all_rows)
+    if all_rows[written:]:
+        results.write_rows(out, all_rows[written:])
     print(
         f"{len(all_rows)} rows -> {out} ({time.perf_counter() - t0:.0f} s)"
         + (f"; {len(failed)} variant runs failed" if failed else "")

@@ -44,7 +44,7 @@ FAST_SEGMENT_ROWS = 16  # segmented warp mode: a lane group walks bags until ~th
 FAST_WAVE_SEGMENTS = False
 FAST_SEG_RESIDENT_WARPS_PER_SM = 32  # CPU planning only (fp32 16-byte segmented kernel: 64
 # registers on sm_90 -> 4 blocks of 8 warps); on a GPU it is read from the loaded kernel
-# Cooperative id loads (csrc/bag_fast.cu ek_gather_segments_coop): a warp whose lane group is
+# Cooperative id loads (csrc/bag_fast.cuh ek_gather_coop): a warp whose lane group is
 # the whole warp loads 32 ids in one coalesced load and shuffles them, 8 rows in flight.
 # Off by default, decided on H200 run 2 (NOTES.md): 'fast-coop' (warp mode + coop) wins where
 # ids repeat (micro24-high 27.0 vs fast 30.9 us, zipf anchor 38.7 vs 49.7) and is a tie on
@@ -54,7 +54,20 @@ FAST_SEG_RESIDENT_WARPS_PER_SM = 32  # CPU planning only (fp32 16-byte segmented
 # does is not known at plan time. 'fast-coop' turns it on, 'fast-v1' pins it off.
 FAST_COOP = False
 FAST_COOP_UNROLL = 8  # rows in flight per lane in the coop kernels (the `_u8c` suffix)
-FAST_META_STRIDE = 10  # int64 fields per table in the fast kernels' meta (csrc/bag_fast.cu)
+FAST_META_STRIDE = 11  # int64 fields per table in the fast kernels' meta (csrc/bag_fast.cuh)
+# Split bags (opt-in `split` knob, kernels `_u4s` / `_u8cs`; H200 run 3 measures it): in warp
+# mode, tables whose mean pooling is >= FAST_SPLIT_TABLE_MIN_POOLING (`split_min_pooling`)
+# share each bag among S warps of one block (S <= the knob, a power of two, each warp walking
+# >= FAST_SPLIT_MIN_IDS_PER_WARP ids), reduced through shared memory; the other tables of the
+# launch keep their paths. Aimed at mlperf-multihot's 100-id table (chains of 25 groups of 4
+# rows, which set the tail), not at the anchors (32 ids < 40).
+FAST_SPLIT_WARPS = (2, 4, 8)
+FAST_SPLIT_TABLE_MIN_POOLING = 40.0
+FAST_SPLIT_MIN_IDS_PER_WARP = 8
+# Rows in flight per lane in the segmented path (opt-in `seg_unroll=8`, float32 only, kernels
+# `_u8` / `_u8c8` bounded to 3 blocks per SM: 24 warps x 8 rows instead of 32 x 4; H200 run 3
+# measures it). Aimed at mlperf-multihot's short tables (1-12 ids, K > 1 bags per lane group).
+FAST_SEG_UNROLLS = (4, 8)
 # Tables go into a launch longest work unit first (meta field 9 = the table's index): units
 # are dispatched in order, so long chains (mlperf's 100-id bags) start first and the short
 # ones fill the tail (longest-processing-time-first scheduling).

@@ -6,7 +6,10 @@ Names follow the ``extern "C"`` wrappers of ``csrc/*.cu``:
   in ``bag_baseline.cu`` (built once per register cap: OptMT is a cap, not a source change);
 * ``ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h]``,
   ``ek_fast_seg_<sum|max>_<dtype>_<index>_v<VB>_u4`` (segmented), ``..._u8c`` (segmented with
-  cooperative id loads) and ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>`` in ``bag_fast.cu``;
+  cooperative id loads), ``..._u4s`` / ``..._u8cs`` (those two with split bags), ``..._u8`` /
+  ``..._u8c8`` (those two with 8 rows in flight in the segmented path, float32) and
+  ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>``: the split and ``_u8``/``_u8c8`` ones in
+  ``bag_fast_x.cu``, the others in ``bag_fast.cu`` (device code of both: ``bag_fast.cuh``);
 * ``ek_l2p_prefetch`` and ``ek_spin`` in ``l2p.cu``.
 
 dtype is f32/f16/bf16 and index i32/i64. Launchers take tensors already checked by
@@ -37,8 +40,12 @@ from emb_kernels.constants import (
     FAST_MAX_ROWS,
     FAST_META_STRIDE,
     FAST_SEG_RESIDENT_WARPS_PER_SM,
+    FAST_SEG_UNROLLS,
     FAST_SEGMENT_ROWS,
+    FAST_SPLIT_MIN_IDS_PER_WARP,
     FAST_SPLIT_MIN_POOLING,
+    FAST_SPLIT_TABLE_MIN_POOLING,
+    FAST_SPLIT_WARPS,
     FAST_TARGET_WARPS_PER_SM,
     FAST_UNROLLS_F32_V16,
     FAST_WAVE_SEGMENTS,
@@ -52,6 +59,7 @@ TYPE_NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"
 INDEX_NAMES = {torch.int32: "i32", torch.int64: "i64"}
 BASELINE_SOURCE = "bag_baseline.cu"
 FAST_SOURCE = "bag_fast.cu"
+FAST_X_SOURCE = "bag_fast_x.cu"  # the opt-in split / seg_unroll=8 kernels (a module apart)
 L2P_SOURCE = "l2p.cu"
 
 
@@ -81,21 +89,31 @@ def fast_name(
     hint: bool = False,
     segmented: bool = False,
     coop: bool = False,
+    split: bool = False,
+    seg_unroll: int = 4,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
         return f"ek_fast_block{block_warps}_sum_{t}_{i}_v{vec_bytes}"
     kind = "max" if is_max else "sum"
+    s = "s" if split else ""
+    if seg_unroll != 4:
+        if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
+            raise ValueError(f"fast: no kernel for seg_unroll={seg_unroll} with split={split} "
+                             f"and {dtype}")  # fmt: skip
+        if coop:
+            return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u{FAST_COOP_UNROLL}c{seg_unroll}"
+        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u{seg_unroll}"
     if coop:
-        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u{FAST_COOP_UNROLL}c"
-    if segmented:
-        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u4"
+        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u{FAST_COOP_UNROLL}c{s}"
+    if segmented or split:
+        return f"ek_fast_seg_{kind}_{t}_{i}_v{vec_bytes}_u4{s}"
     return f"ek_fast_warp_{kind}_{t}_{i}_v{vec_bytes}_u{unroll}" + ("_h" if hint else "")
 
 
 def all_kernel_names() -> dict[str, list[str]]:
     """Every instantiated kernel, by source file (what the compile check looks for)."""
-    base, fast = [], []
+    base, fast, fast_x = [], [], []
     for dtype in TYPE_NAMES:
         for idx in INDEX_NAMES:
             base.append(baseline_name(dtype, idx, "sum"))
@@ -106,13 +124,34 @@ def all_kernel_names() -> dict[str, list[str]]:
                     fast.append(fast_name(dtype, idx, is_max, vb, FAST_DEFAULT_UNROLL))
                     fast.append(fast_name(dtype, idx, is_max, vb, 4, segmented=True))
                     fast.append(fast_name(dtype, idx, is_max, vb, 4, coop=True))
+                    fast_x.append(fast_name(dtype, idx, is_max, vb, 4, split=True))
+                    fast_x.append(fast_name(dtype, idx, is_max, vb, 4, coop=True, split=True))
+                    if dtype == torch.float32:
+                        for coop in (False, True):
+                            fast_x.append(fast_name(dtype, idx, is_max, vb, 4, segmented=True,
+                                                    coop=coop, seg_unroll=8))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
                 )
-    return {BASELINE_SOURCE: base, FAST_SOURCE: fast, L2P_SOURCE: ["ek_l2p_prefetch", "ek_spin"]}
+    return {
+        BASELINE_SOURCE: base,
+        FAST_SOURCE: fast,
+        FAST_X_SOURCE: fast_x,
+        L2P_SOURCE: ["ek_l2p_prefetch", "ek_spin"],
+    }
+
+
+def fast_source(name: str) -> str:
+    """The module of a fast kernel: the opt-in split and seg_unroll=8 kernels live in
+    FAST_X_SOURCE, the others in FAST_SOURCE."""
+    if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
+        name.startswith("ek_fast_seg_") and name.endswith("_u8")
+    ):
+        return FAST_X_SOURCE
+    return FAST_SOURCE
 
 
 def vec_widths(dtype: torch.dtype) -> tuple[int, ...]:
@@ -202,7 +241,7 @@ def make_aux(indices: Tensor, batch: int, dim: int, mode: str) -> AuxOutputs:
 # ---------------------------------------------------------------------------- fast
 @dataclass
 class FastPlan:
-    """How one ``fast`` launch splits its work (see csrc/bag_fast.cu for the meta layout)."""
+    """How one ``fast`` launch splits its work (see csrc/bag_fast.cuh for the meta layout)."""
 
     name: str
     vec_bytes: int
@@ -214,6 +253,12 @@ class FastPlan:
     total_units: int
     meta: Tensor  # int64 [T * FAST_META_STRIDE] on the device
     grid: int
+    split: tuple[int, ...] = ()  # warps per bag of each table (split kernels); () = none
+    seg_unroll: int = 4  # rows in flight per lane in the segmented path (8: `_u8`, `_u8c8`)
+
+    @property
+    def source(self) -> str:
+        return fast_source(self.name)
 
     @property
     def block_mode(self) -> bool:
@@ -251,6 +296,9 @@ def plan_fast(
     segment_bags: int | None = None,
     longest_first: bool | None = None,
     coop: bool | None = None,
+    split: int | None = None,
+    split_min_pooling: float | None = None,
+    seg_unroll: int | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -271,6 +319,13 @@ def plan_fast(
     hints) launches the segmented kernel with cooperative id loads (``_u8c``): tables whose
     row slice is a whole warp walk their ids 32 per coalesced load, shuffled, 8 rows in
     flight; the others take the plain segmented path in the same kernel.
+    ``split`` (2, 4 or 8; default None: off) shares the bags of each table whose mean pooling
+    is >= ``split_min_pooling`` (default FAST_SPLIT_TABLE_MIN_POOLING) among up to ``split``
+    warps of a block (:func:`split_parts`), inside the same warp-mode launch (kernels ``_u4s``,
+    or ``_u8cs`` with ``coop``); needs warp mode, the default unroll and no hints.
+    ``seg_unroll=8`` (float32 only; default 4) launches the segmented kernel (``_u8``, or
+    ``_u8c8`` with ``coop``) with 8 rows in flight per lane group (3 blocks per SM), even
+    where every lane group walks one bag; not with ``split``.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -287,8 +342,17 @@ def plan_fast(
             break
     if vb is None:  # pragma: no cover - every width divides the element size
         raise AssertionError("no vector width fits")
-    if block_warps is None and segment_bags is not None:
-        block_warps = 0  # forcing lane groups of K bags forces warp mode
+    if seg_unroll is not None and (
+        isinstance(seg_unroll, bool) or seg_unroll not in FAST_SEG_UNROLLS
+    ):
+        raise ValueError(f"fast: seg_unroll must be one of {FAST_SEG_UNROLLS}, got {seg_unroll!r}")
+    seg8 = seg_unroll == 8
+    if seg8 and dtype != torch.float32:
+        raise ValueError(f"fast: seg_unroll=8 is instantiated for float32 only, not {dtype}")
+    if seg8 and split is not None:
+        raise ValueError("fast: seg_unroll=8 and split exclude each other (no such kernel)")
+    if block_warps is None and (segment_bags is not None or split is not None or seg8):
+        block_warps = 0  # forcing lane groups of K bags (or split bags) forces warp mode
     if block_warps is None:
         block_warps = _auto_block_warps(
             dtype, elem, vb, dims, batch, mode, mean_pooling, device, sm_count
@@ -315,6 +379,20 @@ def plan_fast(
     pooling = list(table_pooling) if table_pooling is not None else [mean_pooling] * len(dims)
     kbs = [1] * len(dims)
     can_segment = not block_warps and unroll == FAST_DEFAULT_UNROLL and not hint
+    parts = split_parts(pooling, split, split_min_pooling)
+    if split is not None and not can_segment:
+        raise ValueError(
+            "fast: split (warps sharing a bag inside the warp-mode launch) needs warp mode "
+            "(block_warps=0), the default unroll and no load hints"
+        )
+    if seg8 and not can_segment:
+        raise ValueError(
+            "fast: seg_unroll=8 needs warp mode (block_warps=0), the default unroll and no load "
+            "hints"
+        )
+    if split is not None and segment_bags is not None:
+        raise ValueError("fast: split and segment_bags exclude each other (split tables walk one "
+                         "bag per lane group)")  # fmt: skip
     if segment_bags is not None:
         if not can_segment:
             raise ValueError(
@@ -326,6 +404,7 @@ def plan_fast(
         kbs = [int(segment_bags)] * len(dims)
     elif can_segment:
         kbs = segment_bag_counts(pooling, segment_rows)
+        kbs = [1 if s > 1 else k for k, s in zip(kbs, parts)]  # split tables: one bag each
     shapes = []
     for d in dims:
         nvec = d * elem // vb
@@ -336,7 +415,8 @@ def plan_fast(
 
     def count_units(kbs: list[int]) -> int:
         per = [1 if block_warps else 32 // lanes for _, lanes, _ in shapes]
-        return sum(math.ceil(batch / (p * k)) * sl for p, k, (_, _, sl) in zip(per, kbs, shapes))
+        return sum(math.ceil(batch / (p * k)) * sl * s
+                   for p, k, (_, _, sl), s in zip(per, kbs, shapes, parts))  # fmt: skip
 
     auto = segment_rows is None and segment_bags is None
     if auto and any(k > 1 for k in kbs):  # auto: keep the GPU filled
@@ -346,7 +426,8 @@ def plan_fast(
             kbs = [max(1, k // 2) for k in kbs]
     if auto and can_segment and FAST_WAVE_SEGMENTS:
         medium = [
-            k == 1 and FAST_SEGMENT_ROWS <= p < FAST_SPLIT_MIN_POOLING for k, p in zip(kbs, pooling)
+            k == 1 and s == 1 and FAST_SEGMENT_ROWS <= p < FAST_SPLIT_MIN_POOLING
+            for k, p, s in zip(kbs, pooling, parts)
         ]
         if any(medium):
             if sm_count is None:
@@ -372,21 +453,35 @@ def plan_fast(
         )
     coop = bool(coop)  # the coop kernel is a segmented one (K = 1 allowed); `segmented` still
     # says whether some lane group walks several bags
-    order = launch_order(pooling, kbs, block_warps, longest_first)
+    order = launch_order(pooling, kbs, block_warps, longest_first, parts)
     meta: list[int] = []
     unit = 0
     for t in order:
         nvec, lanes, slices = shapes[t]
         per_warp = 1 if block_warps else 32 // lanes
-        units = math.ceil(batch / (per_warp * kbs[t])) * slices
+        units = math.ceil(batch / (per_warp * kbs[t])) * slices * parts[t]
+        # the S warps of a split bag must be consecutive warps of one block: start at a
+        # multiple of S (the padding units fall past the previous table's last bag and exit)
+        unit += -unit % parts[t]
         meta += [weight_offsets[t], rows[t], dims[t], out_cols[t], unit, lanes, slices, nvec,
-                 kbs[t], t]  # fmt: skip
+                 kbs[t], t, parts[t]]  # fmt: skip
         unit += units
     assert len(meta) == FAST_META_STRIDE * len(dims)
     grid = unit if block_warps else math.ceil(unit / (FAST_BLOCK_THREADS // 32))
+    is_split = any(s > 1 for s in parts)
     return FastPlan(
         name=fast_name(
-            dtype, index_dtype, mode == "max", vb, unroll, block_warps, hint, segmented, coop
+            dtype,
+            index_dtype,
+            mode == "max",
+            vb,
+            unroll,
+            block_warps,
+            hint,
+            segmented or seg8,
+            coop,
+            is_split,
+            8 if seg8 else 4,
         ),
         vec_bytes=vb,
         unroll=unroll,
@@ -397,7 +492,35 @@ def plan_fast(
         total_units=unit,
         meta=torch.tensor(meta, dtype=torch.int64).to(device),
         grid=grid,
+        split=tuple(parts) if is_split else (),
+        seg_unroll=8 if seg8 else 4,
     )
+
+
+def split_parts(
+    pooling: Sequence[float], split: int | None, min_pooling: float | None = None
+) -> list[int]:
+    """Warps per bag for each table under the ``split`` knob: 1 for tables whose mean pooling
+    is below ``min_pooling`` (default FAST_SPLIT_TABLE_MIN_POOLING), else the largest power of
+    two S <= ``split`` with S * FAST_SPLIT_MIN_IDS_PER_WARP <= pooling (so every warp still
+    walks >= 2 groups of 4 rows). ``split=None`` gives all ones."""
+    if split is None:
+        if min_pooling is not None:
+            raise ValueError("fast: split_min_pooling needs split (2, 4 or 8)")
+        return [1] * len(pooling)
+    if isinstance(split, bool) or split not in FAST_SPLIT_WARPS:
+        raise ValueError(f"fast: split must be one of {FAST_SPLIT_WARPS}, got {split!r}")
+    lo = FAST_SPLIT_TABLE_MIN_POOLING if min_pooling is None else min_pooling
+    if isinstance(lo, bool) or not isinstance(lo, (int, float)) or not lo >= 1:
+        raise ValueError(f"fast: split_min_pooling must be a number >= 1, got {min_pooling!r}")
+    out = []
+    for p in pooling:
+        s = 1
+        if p >= lo:
+            while s * 2 <= split and s * 2 * FAST_SPLIT_MIN_IDS_PER_WARP <= p:
+                s *= 2
+        out.append(s)
+    return out
 
 
 def launch_order(
@@ -405,16 +528,18 @@ def launch_order(
     kbs: Sequence[int],
     block_warps: int = 0,
     longest_first: bool | None = None,
+    parts: Sequence[int] | None = None,
 ) -> list[int]:
     """Tables in the order their work units are numbered (and so dispatched): longest chain
     of rows per unit first (ids per bag x bags per lane group, / warps per bag in block mode),
     ties in table order. Blocks start in index order, so a table of long bags numbered last
     (mlperf-multihot's 100-id table) would run alone at the end; first, the short units of
     the other tables fill in behind it. ``longest_first=False`` (default FAST_LONGEST_FIRST)
-    keeps table order."""
+    keeps table order. ``parts``: warps per bag of split tables (divides their chain)."""
     if not (FAST_LONGEST_FIRST if longest_first is None else longest_first):
         return list(range(len(kbs)))
-    work = [p * k / max(1, block_warps) for p, k in zip(pooling, kbs)]
+    parts = [1] * len(kbs) if parts is None else parts
+    work = [p * k / max(1, block_warps) / s for p, k, s in zip(pooling, kbs, parts)]
     return sorted(range(len(kbs)), key=lambda t: -work[t])
 
 
@@ -508,12 +633,14 @@ def launch_fast(
             f"fast: a base pointer is not {plan.vec_bytes}-byte aligned; plan again with "
             "pointer_align=pointer_alignment(weights, out)"
         )
-    if (plan.segmented or plan.coop) and max(indices.numel(), batch) >= 2**31:
+    if (plan.segmented or plan.coop or plan.split or plan.seg_unroll != 4) and max(
+        indices.numel(), batch
+    ) >= 2**31:
         raise ValueError(
             "fast: the segmented mode keeps positions in 32 bits; with 2^31 or more ids plan "
             "with segment_rows=0 (or block_warps) instead"
         )
-    fn = L.get_function(FAST_SOURCE, plan.name, None, weights.device)
+    fn = L.get_function(plan.source, plan.name, None, weights.device)
     args = [
         L.ptr(indices),
         L.ptr(offsets),

@@ -22,8 +22,8 @@ from pathlib import Path
 from rec_common.cuda_python import atomic_write as _atomic_write
 from rec_common.cuda_python import nvrtc_check, nvrtc_compile
 
-SOURCES = ("bag_baseline.cu", "bag_fast.cu", "l2p.cu")
-HEADERS = ("common.cuh",)
+SOURCES = ("bag_baseline.cu", "bag_fast.cu", "bag_fast_x.cu", "l2p.cu")
+HEADERS = ("common.cuh", "bag_fast.cuh")
 CUDA_EXTRA_HINT = "pip install 'emb-kernels[cuda]'"
 
 _ARCH = re.compile(r"sm_\d{2,3}a?")

@@ -234,7 +234,8 @@ def make_launcher(
 
     ``aux=True`` makes the paper variants also write PyTorch's offset2bag / bag_size (and
     max_indices for max), as the original kernel always does. ``fast`` passes tuning knobs to
-    :func:`emb_kernels.kernels.plan_fast` (``unroll``, ``block_warps``, ``hint``).
+    :func:`emb_kernels.kernels.plan_fast` (``unroll``, ``block_warps``, ``hint``, ``coop``,
+    ``split``, ``split_min_pooling``, ``seg_unroll``, ...).
     """
     config = resolve_variant(variant, max_registers, prefetch_distance)
     _check_hot_rows_variant(hot_rows, variant)

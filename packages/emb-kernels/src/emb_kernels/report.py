@@ -55,7 +55,17 @@ def entries(dtype: torch.dtype, index_dtype: torch.dtype) -> list[dict]:
     fast += [
         ("fast seg", kernels.fast_name(dtype, index_dtype, False, vb, 4, segmented=True), 256),
         ("fast coop", kernels.fast_name(dtype, index_dtype, False, vb, 4, coop=True), 256),
-    ]
+        ("fast split", kernels.fast_name(dtype, index_dtype, False, vb, 4, split=True), 256),
+        ("fast coop split",
+         kernels.fast_name(dtype, index_dtype, False, vb, 4, coop=True, split=True), 256),
+    ]  # fmt: skip
+    if dtype == torch.float32:
+        fast += [
+            ("fast seg u8", kernels.fast_name(dtype, index_dtype, False, vb, 4, segmented=True,
+                                              seg_unroll=8), 256),
+            ("fast coop seg u8", kernels.fast_name(dtype, index_dtype, False, vb, 4, coop=True,
+                                                   seg_unroll=8), 256),
+        ]  # fmt: skip
     fast += [
         (f"fast block{wb}", kernels.fast_name(dtype, index_dtype, False, vb, 4, wb), 32 * wb)
         for wb in (2, 4, 8)
@@ -72,7 +82,7 @@ def entries(dtype: torch.dtype, index_dtype: torch.dtype) -> list[dict]:
         out.append(
             dict(
                 label=label,
-                source=kernels.FAST_SOURCE,
+                source=kernels.fast_source(name),
                 kernel=name,
                 cap=None,
                 block_threads=threads,
