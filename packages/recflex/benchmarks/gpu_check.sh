@@ -7,15 +7,29 @@
 #
 #   OUT=/tmp/out bash packages/recflex/benchmarks/gpu_check.sh
 #
-# Files under $OUT/recflex/ (2): run.log (everything printed), kernel.jsonl (result rows:
-# kernel_time rows, then e2e_latency rows of the e2e step).
+# Files under $OUT/recflex/ (2, or 4 with the tune step): run.log (everything printed),
+# kernel.jsonl (result rows: kernel_time rows, e2e_latency rows of the e2e step, ablation rows
+# and the tuned plan's kernel_time rows of the tune step), tuned-A.json (the tuned plan) and
+# tuned-A.report.json (the tuning report: stage timings, local scores, ablations); the two
+# tune files are copied there even when the step is cut by its timeout (the report is then
+# the last one written, with "stage" saying how far it got).
 # Knobs: BATCHES (default 32 test batches per model), REPEATS (2), MODELS (A,B,C,D,E),
 # E2E_BATCHES (8), STEPS ("env tests compile bench e2e").
 # RECFLEX_TUNE=1 adds a "tune" step (not run by default):
 # tune model A with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
-# occupancies TUNE_OCC=2,4,8, probes of <= 32 candidates built 16 at a time, the binding and
-# dispatch ablations), then bench the tuned plan against the baselines. The plan and its
-# report go to /tmp/recflex-tune/ (the report's summary is printed into run.log).
+# occupancies TUNE_OCC=4,8,2 measured in that order, probes of <= 32 candidates built 16 at a
+# time), then the ablations TUNE_ABLATIONS=binding,dispatch,mutation (mutation: the 4
+# largest-spread multi-hot clusters, MUTATION_CANDIDATES=6 candidates each), then bench the
+# tuned plan against the baselines. Budget (the step's timeout TUNE_LIMIT_S=560 s): the local
+# stage starts another occupancy only while it fits TUNE_LOCAL_BUDGET_S (54% of the limit,
+# 302 s; judged by the slowest occupancy so far), and no ablation starts after
+# TUNE_DEADLINE_S (75%, 420 s). One device call has 600 s: for the tune alone plus the tuned
+# bench, run STEPS=env RECFLEX_TUNE=1 TUNE_LIMIT_S=460 (bench-tuned-A then has ~120 s).
+# Estimate per occupancy (from the 2-core dev machine, unmeasured on the H200): 33 probe
+# kernels (a 32-candidate probe builds in ~8 s with nvcc; 16 in parallel: ~25 s) + 328 probe
+# runs x 4 batches (host binding + launches, ~0.1-0.4 s each: 30-130 s); global stage ~10-60 s; binding ~10 s; dispatch one build + run ~10-60 s;
+# mutation 24 whole-model builds ~20-120 s. The naive ablation (every one of model A's 8194
+# candidates alone) does not fit and is left out. Timings per stage print as they happen.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -36,7 +50,12 @@ E2E_BATCHES=${E2E_BATCHES:-8}
 STEPS=${STEPS:-"env tests compile bench e2e"}
 if [ "${RECFLEX_TUNE:-0}" = 1 ]; then STEPS="$STEPS tune"; fi
 TUNE_BATCHES=${TUNE_BATCHES:-32}
-TUNE_OCC=${TUNE_OCC:-2,4,8}
+TUNE_OCC=${TUNE_OCC:-4,8,2}
+TUNE_ABLATIONS=${TUNE_ABLATIONS:-binding,dispatch,mutation}
+MUTATION_CANDIDATES=${MUTATION_CANDIDATES:-6}
+TUNE_LIMIT_S=${TUNE_LIMIT_S:-560}
+TUNE_LOCAL_BUDGET_S=${TUNE_LOCAL_BUDGET_S:-$((TUNE_LIMIT_S * 54 / 100))}
+TUNE_DEADLINE_S=${TUNE_DEADLINE_S:-$((TUNE_LIMIT_S * 3 / 4))}
 LOG="$DIR/run.log"
 : >"$LOG"
 rm -f "$DIR/kernel.jsonl"
@@ -77,23 +96,36 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
         step e2e 120 python3 -m recflex.bench --e2e --model "$MODELS" --plan default \
             --batches "$E2E_BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
     tune)
-        mkdir -p /tmp/recflex-tune
-        step tune-A 560 python3 -m recflex.tune --model A --out /tmp/recflex-tune/A.json \
+        T=/tmp/recflex-tune
+        mkdir -p "$T"
+        rm -f "$T/tuned-A.json" "$T/tuned-A.report.json"
+        step tune-A "$TUNE_LIMIT_S" python3 -m recflex.tune --model A --out "$T/tuned-A.json" \
             --batches "$TUNE_BATCHES" --local-batches 4 --occupancies "$TUNE_OCC" --chunk 32 \
-            --jobs 16 --ablations binding,dispatch --rows "$DIR/kernel.jsonl" --quiet
-        python3 - /tmp/recflex-tune/A.report.json <<'PY' 2>&1 | tee -a "$LOG"
+            --jobs 16 --ablations "$TUNE_ABLATIONS" --mutation-features 4 \
+            --mutation-candidates "$MUTATION_CANDIDATES" --local-budget-s "$TUNE_LOCAL_BUDGET_S" \
+            --deadline-s "$TUNE_DEADLINE_S" --rows "$DIR/kernel.jsonl" --quiet
+        for f in tuned-A.json tuned-A.report.json; do  # whatever exists, even after a timeout
+            [ -f "$T/$f" ] && cp "$T/$f" "$DIR/$f"
+        done
+        python3 - "$T/tuned-A.report.json" <<'PY' 2>&1 | tee -a "$LOG"
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
-except OSError as e:
+except (OSError, ValueError) as e:
     sys.exit(f"no tuning report: {e}")
-keys = ("clusters", "candidates", "occupancy", "global_curve", "wall_s", "local_s",
-        "global_s", "compiles", "compile_s", "cache_hits", "ablations")
-print(json.dumps({k: r.get(k) for k in keys}, indent=1))
+keys = ("stage", "error", "clusters", "candidates", "occupancies", "occupancy", "global_curve",
+        "wall_s", "local_s", "global_s", "compiles", "compile_s", "cache_hits", "total_s",
+        "ablations_failed", "stages")
+print(json.dumps({k: r.get(k) for k in keys if k in r}, indent=1))
+ab = r.get("ablations", {})
+print("ablations:", json.dumps({k: v for k, v in ab.items() if k in ("binding", "dispatch")}))
+for m in ab.get("mutation", []):
+    print(f"mutation {m['feature']}: chosen ranks {m['rank_of_chosen']} of {len(m['costs'])}")
+print("local_scores rows:", len(r.get("local_scores", [])), "tuner notes:", r.get("tuner_notes"))
 print("notes:", r.get("notes", [])[:10])
 PY
-        [ -f /tmp/recflex-tune/A.json ] && step bench-tuned-A 200 python3 -m recflex.bench \
-            --model A --plan /tmp/recflex-tune/A.json --batches "$BATCHES" --repeats "$REPEATS" \
+        [ -f "$T/tuned-A.json" ] && step bench-tuned-A 200 python3 -m recflex.bench \
+            --model A --plan "$T/tuned-A.json" --batches "$BATCHES" --repeats "$REPEATS" \
             --out "$DIR/kernel.jsonl" ;;
     esac
 done

@@ -247,3 +247,99 @@ def test_tuning_figure_from_a_report(test_model, batches, tmp_path):
     assert figures_main(["tuning", "--report", str(rep), "--out-dir", str(tmp_path)]) == 0
     assert (tmp_path / "recflex-tuning-T.png").stat().st_size > 10_000
     assert figures_main(["tuning", "--report", str(tmp_path / "none.json")]) == 1
+
+
+def test_a_failing_occupancy_keeps_the_others_and_checkpoints(test_model, batches):
+    seen = []
+
+    def glob(plan, bs, dispatch, binding):
+        if plan.occupancy == 2:
+            raise RuntimeError("NVRTC: out of memory")
+        return float(plan.occupancy)
+
+    cost = CallableCost(lambda c, o, bs: [1.0] * len(c.candidates), glob, occupancies=[2, 4])
+    t = Tuner(cost, cache=NoCache(), progress=False, checkpoint=seen.append, log=lambda m: None)
+    res = t.tune(test_model, batches)
+    assert res.plan.occupancy == 4 and res.report["global_curve"] == {"2": None, "4": 4.0}
+    assert "out of memory" in res.report["tuner_notes"][0]
+    stages = [c["stage"] for c in seen]
+    assert stages[0] == "local" and stages[-1] == "global"
+    assert len(seen[-1]["local_scores"]) == 6 * 2  # every (cluster, o) finished
+    assert {s["occupancies"][0] for s in res.report["stages"]["local"]} == {2, 4}
+
+
+def test_local_budget_cuts_later_occupancies_and_a_crash_leaves_scores(test_model, batches):
+    cost = CallableCost(lambda c, o, bs: [float(o)] * len(c.candidates), occupancies=[1, 2])
+    t = Tuner(cost, cache=NoCache(), progress=False, occupancies=[4, 2, 8], local_budget_s=0)
+    res = t.tune(test_model, batches)  # the first occupancy given always runs
+    assert res.report["occupancies"] == [4] and res.plan.occupancy == 4
+    assert "skipped o=2" in res.report["tuner_notes"][0]
+    seen = []
+    calls = []
+
+    def local(c, o, bs):
+        calls.append(c.index)
+        if len(calls) == 4:
+            raise RuntimeError("killed")
+        return [1.0] * len(c.candidates)
+
+    t = Tuner(CallableCost(local, occupancies=[4]), cache=NoCache(), progress=False,
+              checkpoint=seen.append, checkpoint_every_s=0)  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed"):
+        t.tune(test_model, batches)
+    assert [r["cluster"] for r in seen[-1]["local_scores"]] == [0, 1, 2]
+
+
+def test_tune_cli_writes_the_report_as_it_goes(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from recflex import tune as tune_cli
+
+    out = tmp_path / "t.json"
+    argv = ["--model", "test", "--cost", "analytic", "--out", str(out), "--batches", "2",
+            "--occupancies", "2,4", "--no-cache", "--quiet", "--ablations",
+            "binding,dispatch,mutation", "--mutation-candidates", "3", "--mutation-features", "1",
+            "--rows", str(tmp_path / "rows.jsonl")]  # fmt: skip
+    assert tune_cli.main(argv) == 0
+    rep = json.loads((tmp_path / "t.report.json").read_text())
+    assert rep["stage"] == "done" and out.is_file()
+    assert [a["what"] for a in rep["stages"]["ablations"]] == ["binding", "dispatch", "mutation"]
+    (m,) = rep["ablations"]["mutation"]
+    assert len(m["candidates"]) == 3 and m["of"] == len(
+        rep["cluster_info"][m["cluster"]]["candidates"]
+    )
+    assert m["candidates"][m["chosen"]] in rep["cluster_info"][m["cluster"]]["candidates"]
+    rows = [json.loads(x) for x in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["two-stage", "binding-static-mean",
+                                            "binding-static-max", "dispatch-jump-table"]  # fmt: skip
+    assert "[tune" in capsys.readouterr().out
+    # past the deadline: no ablation starts, the report says so
+    late = [*argv[:-2], "--deadline-s", "0", "--report", str(tmp_path / "r.json")]
+    assert tune_cli.main(late) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert set(rep["ablations_failed"]) == {"binding", "dispatch", "mutation"}
+    # killed by a timeout (SIGTERM) midway: the report is there, marked killed
+    slow = tmp_path / "slow.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recflex.tune", "--model", "test", "--cost", "analytic",
+         "--out", str(slow), "--batches", "400", "--local-batches", "400", "--no-cache",
+         "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    rpath = tmp_path / "slow.report.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not rpath.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rep = json.loads(rpath.read_text())
+    assert rc == 128 + signal.SIGTERM and rep["stage"] == "killed"
+    assert rep["stage_at_kill"] in ("local", "global") and "killed by signal" in rep["error"]

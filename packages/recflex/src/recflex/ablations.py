@@ -63,10 +63,16 @@ def dispatch(tuner: Tuner, plan: Plan, batches: Sequence[Packed]) -> dict[str, f
 
 
 def mutation(
-    tuner: Tuner, result: TuneResult, batches: Sequence[Packed], clusters: Sequence[int]
+    tuner: Tuner,
+    result: TuneResult,
+    batches: Sequence[Packed],
+    clusters: Sequence[int],
+    max_candidates: int = 0,
 ) -> list[dict]:
     """For each cluster index in ``clusters``: the whole-kernel cost with every candidate
-    swapped in for that cluster's features (the rest held at the tuned plan)."""
+    swapped in for that cluster's features (the rest held at the tuned plan).
+    ``max_candidates`` > 0: at most that many, evenly spaced over the candidate list, the
+    chosen one always among them (each candidate is a whole-model kernel build)."""
     plan = result.plan
     by_index: dict[int, Cluster] = {c.index: c for c in result.clusters}
     key = digest(batches)
@@ -75,26 +81,41 @@ def mutation(
         if ci not in by_index:
             raise ValueError(f"mutation: cluster {ci} does not exist (0..{len(by_index) - 1})")
         c = by_index[ci]
+        chosen_s = plan.schedules[c.rep]
+        cands = _spaced(list(c.candidates), chosen_s, max_candidates)
         plans = []
-        for s in c.candidates:
+        for s in cands:
             scheds = list(plan.schedules)
             for f in c.features:
                 scheds[f] = s
             plans.append(Plan(tuple(scheds), plan.dims, plan.rows, plan.occupancy, plan.names))
         costs = tuner.global_costs(plans, batches, key, desc=f"mutation {c.names[0]}")
-        chosen = c.candidates.index(plan.schedules[c.rep])
+        chosen = cands.index(chosen_s)
         out.append(
             {
                 "cluster": ci,
                 "feature": c.names[0],
                 "dim": c.dim,
-                "candidates": [repr(s) for s in c.candidates],
+                "of": len(c.candidates),
+                "candidates": [repr(s) for s in cands],
                 "costs": costs,
                 "chosen": chosen,
                 "rank_of_chosen": sorted(costs).index(costs[chosen]),
             }
         )
     return out
+
+
+def _spaced(cands: list, keep, n: int) -> list:
+    """At most ``n`` of ``cands`` (all when ``n`` <= 0), evenly spaced, ``keep`` included."""
+    if n <= 0 or len(cands) <= n:
+        return cands
+    idx = {round(i * (len(cands) - 1) / max(n - 1, 1)) for i in range(n)}
+    k = cands.index(keep)
+    if k not in idx:
+        idx.remove(min(idx, key=lambda i: abs(i - k)))
+        idx.add(k)
+    return [cands[i] for i in sorted(idx)]
 
 
 def heaviest_clusters(result: TuneResult, n: int = 4) -> list[int]:

@@ -40,6 +40,22 @@ from recflex.tuner import INF, CostSource, LocalJob
 DEFAULT_CHUNK = 32
 
 
+class ContextLost(RuntimeError):
+    """The CUDA context is unusable (a kernel faulted): every later measurement would fail,
+    so the tuner stops instead of recording failures (``fatal``)."""
+
+    fatal = True
+
+
+def _check_context(device, exc: BaseException) -> None:
+    """Raise :class:`ContextLost` if ``exc`` left the CUDA context broken."""
+    try:
+        torch.cuda.synchronize(device)
+        torch.zeros(1, device=device).add_(1).item()
+    except Exception as err:  # any failure here means the context is gone
+        raise ContextLost(f"CUDA context lost after: {exc} ({err})") from exc
+
+
 def chunks(cands: Sequence[Schedule], size: int) -> list[list[Schedule]]:
     """``cands`` cut into nearly equal chunks of at most ``size`` (fewer, balanced builds).
 
@@ -181,6 +197,7 @@ class GpuCost(CostSource):
             try:
                 got = self._run_probe(ch, plan, kernel, table, gpu_batches)
             except RuntimeError as exc:  # a build failure; launch errors poison the context
+                _check_context(self.device, exc)
                 self.notes.append(f"{c.describe()} o={job.occupancy}: {exc}"[:500])
                 got = [INF] * len(ch)
             scores.update(zip(ch, got))
@@ -235,6 +252,7 @@ class GpuCost(CostSource):
             try:
                 out.append(self._time(plan, [table], job.batches, "if-else", "runtime"))
             except RuntimeError as exc:
+                _check_context(self.device, exc)
                 self.notes.append(f"{c.describe()} {plan.schedules[0]!r}: {exc}"[:500])
                 out.append(INF)
         self.stats["runs"] += 1
@@ -272,7 +290,11 @@ class GpuCost(CostSource):
         t0 = time.perf_counter()
         key = generate(plan, index_dtype=self.index_dtype, dispatch=dispatch)
         cached = build.cubin_path(key, self.arch).is_file()
-        out = self._time(plan, self._model_tables(plan), batches, dispatch, binding)
+        try:
+            out = self._time(plan, self._model_tables(plan), batches, dispatch, binding)
+        except RuntimeError as exc:
+            _check_context(self.device, exc)
+            raise
         if not cached:
             self.stats["compiles"] += 1
             self.stats["compile_s"] += time.perf_counter() - t0

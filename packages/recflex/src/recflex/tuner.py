@@ -455,6 +455,15 @@ class TuneResult:
         return p, r
 
 
+def _score_row(job: LocalJob, costs: Sequence[float]) -> dict:
+    """A finished local job, JSON-friendly (``None``: the candidate could not run)."""
+    return {
+        "cluster": job.cluster.index,
+        "occupancy": job.occupancy,
+        "scores": [c if math.isfinite(c) else None for c in costs],
+    }
+
+
 def _argmin(costs: Sequence[float]) -> int | None:
     best, bi = INF, None
     for i, c in enumerate(costs):
@@ -488,6 +497,10 @@ class Tuner:
         merge: bool = True,
         progress: bool = True,
         local_batches: int | None = None,
+        log: Callable[[str], None] | None = None,
+        checkpoint: Callable[[dict], None] | None = None,
+        checkpoint_every_s: float = 15.0,
+        local_budget_s: float | None = None,
     ) -> None:
         if not isinstance(cost, CostSource):
             raise TypeError(f"cost: expected a recflex.tuner.CostSource, got {type(cost).__name__}")
@@ -500,10 +513,45 @@ class Tuner:
                 f"occupancies: expected blocks per SM in 1..{MAX_OCCUPANCY}, got {occ}"
             )
         self.occupancies = sorted(set(occ))
+        # the local stage measures occupancies in the order given (a budget cuts the tail)
+        self.occupancy_order = list(dict.fromkeys(occ))
         self.templates = templates
         self.merge = merge
         self.progress = progress
         self.local_batches = local_batches
+        self.log = log
+        self.checkpoint = checkpoint
+        self.checkpoint_every_s = checkpoint_every_s
+        self.local_budget_s = local_budget_s
+        self.notes: list[str] = []  # global-stage plans that failed, skipped occupancies
+        self.partial: dict = {}  # what the current tune has finished (for checkpoints)
+        self._last_checkpoint = 0.0
+
+    def _log(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+    def _save_partial(self, force: bool = False) -> None:
+        """Hand the finished part of the current tune to ``checkpoint`` (throttled)."""
+        if self.checkpoint is None:
+            return
+        now = time.perf_counter()
+        if force or now - self._last_checkpoint >= self.checkpoint_every_s:
+            self._last_checkpoint = now
+            self.checkpoint(dict(self.partial))
+
+    def _cost_stats(self) -> dict:
+        return {k: self.cost.stats.get(k, 0) for k in ("compiles", "compile_s", "runs")}
+
+    def _stage_stats(self, before: dict, seconds: float, **extra) -> dict:
+        now = self._cost_stats()
+        return {
+            "s": round(seconds, 3),
+            "compiles": int(now["compiles"] - before["compiles"]),
+            "compile_s": round(float(now["compile_s"] - before["compile_s"]), 3),
+            "runs": int(now["runs"] - before["runs"]),
+            **extra,
+        }
 
     # ------------------------------------------------------------------ pieces
     def _local_key(self, job: LocalJob, kind: str = "local") -> dict:
@@ -540,7 +588,10 @@ class Tuner:
         return jobs
 
     def run_local(self, jobs: Sequence[LocalJob], kind: str = "local") -> list[list[float]]:
-        """Scores of every job (cached ones from disk; the rest built ahead, then run)."""
+        """Scores of every job (cached ones from disk; the rest built ahead, then run).
+
+        Every finished job's scores go into ``self.partial["local_scores"]`` and to the
+        checkpoint (throttled), so a run killed midway leaves them behind."""
         out: list[list[float] | None] = []
         todo = []
         for j in jobs:
@@ -550,13 +601,26 @@ class Tuner:
             else:
                 out.append(None)
                 todo.append(j)
+        done_rows = self.partial.setdefault(f"{kind}_scores", [])
+        for o, j in zip(out, jobs):
+            if o is not None:
+                done_rows.append(_score_row(j, o))
         if todo:
+            occ = sorted({j.occupancy or 0 for j in todo})
+            st0, t0 = self._cost_stats(), time.perf_counter()
             if kind == "local":
+                self._log(f"{kind} stage o={occ}: preparing {len(todo)} probes")
                 self.cost.prepare_local(todo)
+            prep = self._stage_stats(st0, time.perf_counter() - t0)
+            self._log(
+                f"{kind} stage o={occ}: built {prep['compiles']} kernels in {prep['s']:.1f} s "
+                f"({len(jobs) - len(todo)} cached)"
+            )
             it = tqdm(todo, desc=f"{kind} stage", unit="probe", disable=not self.progress)
             results = {}
-            for j in it:
-                fn = self.cost.local_costs if kind == "local" else self.cost.alone_costs
+            t1 = last = time.perf_counter()
+            fn = self.cost.local_costs if kind == "local" else self.cost.alone_costs
+            for n, j in enumerate(it, 1):
                 costs = [float(c) for c in fn(j)]
                 if len(costs) != len(j.cluster.candidates):
                     raise RuntimeError(
@@ -566,6 +630,17 @@ class Tuner:
                 stored = [c if math.isfinite(c) else None for c in costs]
                 self.cache.put(self._local_key(j, kind), stored)
                 results[id(j)] = costs
+                done_rows.append(_score_row(j, costs))
+                now = time.perf_counter()
+                if now - last >= 30.0 or n == len(todo):
+                    last = now
+                    self._log(f"{kind} stage o={occ}: {n}/{len(todo)} probes in {now - t1:.1f} s")
+                self._save_partial()
+            st = self._stage_stats(st0, time.perf_counter() - t0, probe_s=round(now - t1, 3))
+            self.partial.setdefault("stages", {}).setdefault(kind, []).append(
+                {"occupancies": occ, "jobs": len(todo), "cached": len(jobs) - len(todo), **st}
+            )
+            self._save_partial(force=True)
             out = [o if o is not None else results[id(j)] for o, j in zip(out, jobs)]
         return [[INF if c is None else c for c in o] for o in out]
 
@@ -583,19 +658,38 @@ class Tuner:
             self.cache.get(self._global_key(p, data_key, dispatch, binding)) for p in plans
         ]
         miss = [p for p, v in zip(plans, vals) if v is None]
+        st0, t0 = self._cost_stats(), time.perf_counter()
         if miss:
+            self._log(f"{desc}: building {len(miss)} kernels")
             self.cost.prepare_global(miss, dispatch)
+            self._log(f"{desc}: built in {time.perf_counter() - t0:.1f} s")
         out = []
         for p, v in tqdm(
             list(zip(plans, vals)), desc=desc, unit="plan", disable=not self.progress or not miss
         ):
             if v is None:
-                v = float(self.cost.global_cost(p, batches, dispatch=dispatch, binding=binding))
+                try:
+                    v = float(self.cost.global_cost(p, batches, dispatch=dispatch, binding=binding))
+                except RuntimeError as exc:  # one plan failing to build or run: keep the others
+                    if getattr(exc, "fatal", False):
+                        raise
+                    self.notes.append(f"{desc} o={p.occupancy}: {exc}"[:500])
+                    self._log(f"{desc} o={p.occupancy}: failed: {exc}"[:300])
+                    v = INF
                 self.cache.put(
                     self._global_key(p, data_key, dispatch, binding),
                     v if math.isfinite(v) else None,
                 )
             out.append(INF if v is None else float(v))
+        if miss:
+            st = self._stage_stats(st0, time.perf_counter() - t0)
+            self._log(
+                f"{desc}: {len(miss)} plans in {st['s']:.1f} s ({st['compiles']} compiles, "
+                f"{st['compile_s']:.1f} s compiling)"
+            )
+            self.partial.setdefault("stages", {}).setdefault("global", []).append(
+                {"what": desc, "plans": len(miss), **st}
+            )
         return out
 
     @staticmethod
@@ -625,10 +719,46 @@ class Tuner:
             raise ValueError(f"batches have {batches[0].num_features} features, the model {nf}")
         clusters = clusters_of(workload, templates=self.templates, merge=self.merge)
         shape = (workload.dims, workload.table_sizes, workload.keys)
-        jobs = self.local_jobs(clusters, batches, self.occupancies)
+        self.partial = {
+            "model": model or workload.name,
+            "cost_source": self.cost.fingerprint(),
+            "stage": "local",
+            "features": nf,
+            "clusters": len(clusters),
+            "candidates": sum(len(c.candidates) for c in clusters),
+            "tuning_batches": len(batches),
+            "occupancies_requested": self.occupancy_order,
+        }
+        self._save_partial(force=True)
         t_local = time.perf_counter()
-        scores = self.run_local(jobs)
+        jobs: list[LocalJob] = []
+        scores: list[list[float]] = []
+        measured: list[int] = []
+        group_s: list[float] = []
+        for o in self.occupancy_order:  # one occupancy at a time: a budget cuts the tail
+            spent = time.perf_counter() - t_local
+            if (
+                measured
+                and self.local_budget_s is not None
+                and spent + max(group_s) > self.local_budget_s
+            ):
+                msg = (
+                    f"local stage: skipped o={o} ({spent:.0f} s spent, the last occupancy took "
+                    f"{group_s[-1]:.0f} s, budget {self.local_budget_s:.0f} s)"
+                )
+                self.notes.append(msg)
+                self._log(msg)
+                continue
+            tg = time.perf_counter()
+            js = self.local_jobs(clusters, batches, [o])
+            scores.extend(self.run_local(js))
+            jobs.extend(js)
+            measured.append(o)
+            group_s.append(time.perf_counter() - tg)
         t_local = time.perf_counter() - t_local
+        occupancies = sorted(measured)
+        self.partial["stage"] = "global"
+        self._save_partial(force=True)
         best: dict[tuple[int, int], Schedule] = {}
         local_rows = []
         by_cluster: dict[int, dict[int, list[float]]] = {}
@@ -655,7 +785,7 @@ class Tuner:
             )
         plans = [
             self.fuse(clusters, {c.index: best[(c.index, o)] for c in clusters}, shape, o)
-            for o in self.occupancies
+            for o in occupancies
         ]
         data_key = digest(batches)
         t_glob = time.perf_counter()
@@ -663,8 +793,11 @@ class Tuner:
         t_glob = time.perf_counter() - t_glob
         k = _argmin(gcost)
         if k is None:
-            raise RuntimeError("global stage: no occupancy produced a plan that could run")
-        o_star = self.occupancies[k]
+            raise RuntimeError(
+                "global stage: no occupancy produced a plan that could run: "
+                + "; ".join(self.notes[-3:])
+            )
+        o_star = occupancies[k]
         wall = time.perf_counter() - t0
         stats = {key: self.cost.stats[key] - st0.get(key, 0) for key in self.cost.stats}
         report = {
@@ -675,8 +808,10 @@ class Tuner:
             "candidates": sum(len(c.candidates) for c in clusters),
             "tuning_batches": len(batches),
             "local_batches": len(jobs[0].batches) if jobs else 0,
-            "occupancies": self.occupancies,
-            "global_curve": {str(o): g for o, g in zip(self.occupancies, gcost)},
+            "occupancies": occupancies,
+            "global_curve": {
+                str(o): (g if math.isfinite(g) else None) for o, g in zip(occupancies, gcost)
+            },
             "occupancy": o_star,
             "cost": gcost[k],
             "wall_s": round(wall, 3),
@@ -687,6 +822,8 @@ class Tuner:
             "runs": int(stats.get("runs", 0)),
             "cache_hits": self.cache.hits - h0,
             "cache_misses": self.cache.misses - m0,
+            "stages": self.partial.get("stages", {}),
+            "tuner_notes": list(self.notes),
             "local": local_rows,
             "cluster_info": [
                 {
