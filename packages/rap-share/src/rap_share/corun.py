@@ -40,15 +40,8 @@ import torch
 import torch.distributed as dist
 
 from rap_share import fused
-from rap_share.columns import Column
 from rap_share.constants import STAGES
-from rap_share.runtime import (
-    RawSource,
-    StageWorker,
-    pack_columns,
-    reference_features,
-    unpack_columns,  # fmt: skip
-)
+from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
 
 VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
             "rap_no_fusion", "rap", "rap_process")  # fmt: skip
@@ -78,7 +71,6 @@ class Config:
     seed: int = 0
     solver: str = "highs"
     cost_model: str = ""
-    graphs: bool = True  # rap: replay each stage's kernels as a CUDA graph where capturable
 
     def __post_init__(self) -> None:
         for name in ("batch", "world", "steps", "embedding_dim", "cpu_workers", "queue_depth",
@@ -159,24 +151,16 @@ def build_programs(cfg: Config, rank: int):
 
 
 # ------------------------------------------------------------------ preprocessing on a device
-def env_columns(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int) -> dict:
-    """Batch ``it``'s raw host columns keyed as in the env (``raw_l:``, ``raw_g:``, ``labels``)."""
-    idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
-    idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
-    cols = {f"raw_l:{n}": c for n, c in raw.take(prog.raw_local, idx_l).items()}
-    cols.update({f"raw_g:{n}": c for n, c in raw.take(prog.raw_global, idx_g).items()})
-    cols["labels"] = Column(raw.labels[idx_l])
-    return cols
-
-
 def make_env(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int, device,
              non_blocking: bool = False) -> dict:  # fmt: skip
-    """Batch ``it``'s raw columns (and ``labels``) on ``device``: a few packed copies."""
-    host, layout = pack_columns(env_columns(raw, prog, it, cfg, rank))
+    idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
+    idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
+    env = load_env(raw.take(prog.raw_local, idx_l), raw.take(prog.raw_global, idx_g), device,
+                   non_blocking=non_blocking)  # fmt: skip
+    lab = torch.from_numpy(raw.labels[idx_l])
     if device is not None and str(device) != "cpu":
-        host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]
-    env = unpack_columns(host, layout)
-    env["labels"] = env["labels"].values
+        lab = lab.pin_memory().to(device, non_blocking=non_blocking)
+    env["labels"] = lab
     return env
 
 
@@ -584,42 +568,31 @@ class Trainer:
         for it in range(total):
             self._train(made[it % len(made)], it, tick, losses)
 
-    def rap_runner(self):
-        """The ``rap`` program's :class:`~rap_share.graphs.StagedRunner` (captured once)."""
-        from rap_share.graphs import StagedRunner
-
-        if getattr(self, "_runner", None) is None:
-            self._runner = StagedRunner(self.raw, self.progs["rap"], self.cfg, self.rank,
-                                        self.device, graphs=self.cfg.graphs)  # fmt: skip
-        return self._runner
-
     def _loop_rap(self, variant, prog, total, tick, losses) -> None:
-        runner = self.rap_runner()
         worker = StageWorker(self.device)
-        main = torch.cuda.current_stream(self.device) if self.cuda else None
-        cur = {"it": -1}
+        state: dict = {}
 
-        def post(stage):  # the trainer reached `stage` of step it: that slice of batch it + 1
-            if stage in STAGES:
-                worker.post(lambda it=cur["it"] + 1: runner.stage(stage, it))
+        def load(it):
+            state["env"] = make_env(self.raw, prog, it, self.cfg, self.rank, self.device, True)
+
+        def post(stage):
+            if stage in prog.stages:
+                worker.post(lambda: run_launches(prog.stages[stage], state["env"]))
 
         try:
-            worker.post(lambda: runner.load(0))
+            worker.post(lambda: load(0))
             for s in STAGES:
                 post(s)
             worker.wait()
             for it in range(total):
-                out = runner.outputs(it)
-                if self.cuda and not runner.graphed:  # made on the worker's stream
+                env = state["env"]
+                out = outputs(env, prog)
+                if self.cuda:  # made on the worker's stream, read on the trainer's
+                    main = torch.cuda.current_stream(self.device)
                     for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
                         t.record_stream(main)
                 inputs = self.model_inputs(out, it, True)
-                free = None
-                if self.cuda:  # batch it + 1 reuses the slot of batch it - 1: wait for its step
-                    free = torch.cuda.Event()
-                    free.record(main)
-                worker.post(lambda it=it, free=free: runner.load(it + 1, free))
-                cur["it"] = it
+                worker.post(lambda it=it: load(it + 1))
                 self._stage_hook = post
                 try:
                     self._train(inputs, it, tick, losses)
@@ -628,51 +601,6 @@ class Trainer:
                 worker.wait()
         finally:
             worker.close()
-
-    def prep_diagnostics(self, n: int = 5) -> dict:
-        """Preprocessing alone, per batch (median of ``n`` after 2 warm-up batches): host wall
-        ms (synchronised) and the stream span between CUDA events, for the unfused program
-        (MPS / Sequential / CUDA stream), the fused RAP program launched eagerly, and the same
-        through :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could capture)."""
-        dev, cfg = self.device, self.cfg
-
-        def timeit(fn) -> dict:
-            walls, spans = [], []
-            for i in range(n + 2):
-                self._sync()
-                e0 = e1 = None
-                if self.cuda:
-                    e0, e1 = (
-                        torch.cuda.Event(enable_timing=True),
-                        torch.cuda.Event(enable_timing=True),
-                    )
-                    e0.record()
-                t = time.perf_counter()
-                fn(i)
-                if self.cuda:
-                    e1.record()
-                    torch.cuda.synchronize(dev)
-                if i >= 2:
-                    walls.append((time.perf_counter() - t) * 1e3)
-                    if e0 is not None:
-                        spans.append(e0.elapsed_time(e1))
-            return {"wall_ms": float(np.median(walls)),
-                    "gpu_span_ms": float(np.median(spans)) if spans else None}  # fmt: skip
-
-        runner = self.rap_runner()
-        res = {
-            "unfused": timeit(
-                lambda i: preprocess(self.raw, self.progs["mps"], i, cfg, self.rank, dev)
-            ),
-            "fused": timeit(
-                lambda i: preprocess(self.raw, self.progs["rap"], i, cfg, self.rank, dev)
-            ),
-            "fused_runner": timeit(runner.run_all),
-            "runner": runner.note,
-            "unfused_launches": self.progs["mps"].launches,
-            "fused_launches": self.progs["rap"].launches,
-        }
-        return res
 
     def _loop_cuda_stream(self, variant, prog, total, tick, losses) -> None:
         side = torch.cuda.Stream(self.device, priority=0) if self.cuda else None
@@ -780,10 +708,6 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
             t0 = time.perf_counter()
             tr = Trainer(cfg, rank, device, raw_paths[cfg.plan], helpers)
             setup = time.perf_counter() - t0
-            try:
-                diag = tr.prep_diagnostics()
-            except Exception as e:
-                diag = {"error": f"{type(e).__name__}: {e}"}
             for v in variants:
                 res = tr.run(v)
                 res.update(
@@ -791,7 +715,6 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
                     setup_seconds=setup,
                     device=str(device),
                     mps=bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),
-                    prep=diag,
                 )
                 if rank == 0:
                     with open(out_path, "a", encoding="utf-8") as f:

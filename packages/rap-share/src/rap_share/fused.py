@@ -71,45 +71,14 @@ def run(
 
 
 # ---------------------------------------------------------------- flat views
-_CONST: dict = {}  # (what, device, key) -> a read-only device tensor (see _const)
-_CONST_MAX = 4096
-
-
-def _const(key: tuple, device, make) -> Tensor:
-    """A constant tensor (column ids, per-column parameters) made once per key and device.
-
-    Building these from Python lists each call costs a pageable host-to-device copy (a host
-    sync on CUDA) and extra launches per fused call; cached, a call launches only its compute,
-    which also makes it capturable in a CUDA graph once warmed up. Never written to.
-    """
-    k = (str(device), *key)
-    t = _CONST.get(k)
-    if t is None:
-        if len(_CONST) >= _CONST_MAX:
-            _CONST.clear()
-        t = make()
-        if t.device.type == "cuda":  # the copy is done before any other stream may read it
-            torch.cuda.current_stream(t.device).synchronize()
-        _CONST[k] = t
-    return t
-
-
-def _cid(sizes: list[int], device) -> Tensor:
-    """Column index of every value of the concatenated columns (cached per sizes)."""
-
-    def make() -> Tensor:
-        idx = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-        return idx.to(device)
-
-    return _const(("cid", tuple(sizes)), device, make)
-
-
 def _flat(cols: list[Column]):
     """(values, cid, valid or None, numel per column) over the concatenated columns."""
     dev = cols[0].values.device
     sizes = [int(c.values.shape[0]) for c in cols]
     v = cols[0].values if len(cols) == 1 else torch.cat([c.values for c in cols])
-    cid = _cid(sizes, dev)
+    cid = torch.repeat_interleave(
+        torch.arange(len(cols), device=dev), torch.tensor(sizes, device=dev), output_size=sum(sizes)
+    )
     valid = None
     if any(c.valid is not None for c in cols):
         valid = torch.cat(
@@ -122,9 +91,7 @@ def _flat(cols: list[Column]):
 
 
 def _param(params, key, dtype, device) -> Tensor:
-    vals = tuple(p[key] for p in params)
-    return _const(("param", key, dtype, vals), device,
-                  lambda: torch.tensor(vals, dtype=dtype).to(device))  # fmt: skip
+    return torch.tensor([p[key] for p in params], dtype=dtype, device=device)
 
 
 def _split_like(cols, values: Tensor, valid: Tensor | None, sizes) -> list[Column]:
@@ -185,15 +152,9 @@ def _sigrid_hash(cols, params):
 def _bucketize(cols, params):
     v, cid, valid, sizes = _flat(cols)
     k = max(len(p["borders"]) for p in params)
-    key = tuple(tuple(float(b) for b in p["borders"]) for p in params)
-
-    def make() -> Tensor:
-        b = torch.full((len(params), k), float("inf"), dtype=torch.float64)
-        for i, p in enumerate(params):
-            b[i, : len(p["borders"])] = torch.tensor(p["borders"], dtype=torch.float64)
-        return b.to(v.device)
-
-    borders = _const(("borders", key), v.device, make)
+    borders = torch.full((len(params), k), float("inf"), dtype=torch.float64, device=v.device)
+    for i, p in enumerate(params):
+        borders[i, : len(p["borders"])] = torch.tensor(p["borders"], dtype=torch.float64)
     x = v.to(torch.float64)
     out = torch.empty(x.shape, dtype=torch.int64, device=v.device)
     for s in range(0, x.numel(), _CHUNK):  # count of borders < x == first border >= x
@@ -228,9 +189,8 @@ def _clamp(cols, params):
         lo = _param(params, "lo", v.dtype, v.device)[cid]
         hi = _param(params, "hi", v.dtype, v.device)[cid]
     else:
-        ilo = [{**p, "lo": int(p["lo"]), "hi": int(p["hi"])} for p in params]
-        lo = _param(ilo, "lo", v.dtype, v.device)[cid]
-        hi = _param(ilo, "hi", v.dtype, v.device)[cid]
+        lo = torch.tensor([int(p["lo"]) for p in params], dtype=v.dtype, device=v.device)[cid]
+        hi = torch.tensor([int(p["hi"]) for p in params], dtype=v.dtype, device=v.device)[cid]
     out = torch.minimum(torch.maximum(v, lo), hi)
     return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
 
@@ -239,15 +199,9 @@ def _mapid(cols, params):
     v, cid, valid, sizes = _flat(cols)
     dev = v.device
     lens = [len(p["map"]) for p in params]
-    flat = tuple(int(m) for p in params for m in p["map"])
-    table = _const(("map", flat), dev, lambda: torch.tensor(flat, dtype=torch.int64).to(dev))
-    starts = _const(
-        ("map_starts", tuple(lens)),
-        dev,
-        lambda: torch.tensor([0, *lens[:-1]], dtype=torch.int64).cumsum(0).to(dev),
-    )
-    n = _const(("map_lens", tuple(lens)), dev,
-               lambda: torch.tensor(lens, dtype=torch.int64).to(dev))[cid]  # fmt: skip
+    table = torch.tensor([m for p in params for m in p["map"]], dtype=torch.int64, device=dev)
+    starts = torch.tensor([0, *lens[:-1]], dtype=torch.int64, device=dev).cumsum(0)
+    n = torch.tensor(lens, dtype=torch.int64, device=dev)[cid]
     x = v.to(torch.int64)
     ok = (x >= 0) & (x < n)
     idx = torch.where(ok, starts[cid] + x, torch.zeros_like(x))
@@ -273,7 +227,9 @@ def _rows(cols: list[Column]):
     )
     nrows = [c.num_rows for c in cols]
     starts = torch.cumsum(lens, 0) - lens
-    rc = _cid(nrows, dev)
+    rc = torch.repeat_interleave(
+        torch.arange(len(cols), device=dev), torch.tensor(nrows, device=dev), output_size=sum(nrows)
+    )
     return v, lens, starts, rc, nrows
 
 
@@ -301,11 +257,6 @@ def _gather_rows(lens: Tensor, total: int):
 
 
 def _firstx(cols, params):
-    if all(c.offsets is None for c in cols):  # scalar rows: every row keeps its one value
-        dev = cols[0].values.device
-        return [Column(c.values, _const(("arange", c.num_rows + 1), dev,
-                                        lambda n=c.num_rows + 1: torch.arange(n).to(dev)))
-                for c in cols]  # fmt: skip
     v, lens, _starts, rc, nrows = _rows(cols)
     x = _param(params, "x", torch.int64, v.device)[rc]
     new = torch.minimum(lens, x)

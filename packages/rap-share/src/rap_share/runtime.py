@@ -89,65 +89,22 @@ class RawSource:
         return out
 
 
-def pack_columns(cols: dict[str, Column]) -> tuple[list[torch.Tensor], list[tuple]]:
-    """Scalar numpy columns packed by (dtype, rows) into 2-D host tensors, and the layout
-    (``key, values tensor, row, valid tensor or None, row``) that :func:`unpack_columns` reads.
-    The same keys and null masks give the same layout, so a batch can be copied into the
-    buffers of an earlier one (the CUDA-graph runner's static inputs)."""
-    host: list[torch.Tensor] = []
-    layout: list[tuple] = []
-    groups: dict[tuple, list[tuple[str, Column]]] = {}
-    for key, c in cols.items():
-        groups.setdefault((c.values.dtype.str, c.values.shape[0]), []).append((key, c))
-    for members in groups.values():
-        gi = len(host)
-        host.append(torch.from_numpy(np.stack([c.values for _, c in members])))
-        nulls = [j for j, (_, c) in enumerate(members) if c.valid is not None]
-        vi = None
-        if nulls:
-            vi = len(host)
-            host.append(torch.from_numpy(np.stack([members[j][1].valid for j in nulls])))
-        where = {j: r for r, j in enumerate(nulls)}
-        for j, (key, _) in enumerate(members):
-            layout.append((key, gi, j, vi if j in where else None, where.get(j)))
-    return host, layout
-
-
-def unpack_columns(tensors: Sequence[torch.Tensor], layout: list[tuple]) -> dict[str, Column]:
-    return {key: Column(tensors[gi][j], None, None if vi is None else tensors[vi][vr])
-            for key, gi, j, vi, vr in layout}  # fmt: skip
-
-
 def load_env(
     raw_local: dict[str, Column], raw_global: dict[str, Column], device, non_blocking: bool = False
 ) -> dict[str, Column]:
-    """The raw columns as ``raw_l:<col>`` / ``raw_g:<col>`` on ``device``.
-
-    Scalar numpy columns of one dtype and length travel packed (:func:`pack_columns`): one
-    host buffer (pinned for a GPU), one copy, the columns are row views of it -- a few copies
-    per batch instead of a pin + copy per column and mask (~80 small copies per Criteo batch).
-    """
-    env: dict[str, Column] = {}
-    packable: dict[str, Column] = {}
+    env = {}
     for tag, cols in (("l", raw_local), ("g", raw_global)):
         for name, c in cols.items():
-            key = f"raw_{tag}:{name}"
-            if c.offsets is None and not c.is_torch:
-                packable[key] = c
-            else:
-                env[key] = _to_device(c.to_torch("cpu"), device, non_blocking)
-    host, layout = pack_columns(packable)
-    if device is not None and str(device) != "cpu":
-        host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]
-    env.update(unpack_columns(host, layout))
+            t = c.to_torch("cpu")
+            if device is not None and str(device) != "cpu":
+                t = Column(
+                    *(
+                        None if x is None else x.pin_memory().to(device, non_blocking=non_blocking)
+                        for x in (t.values, t.offsets, t.valid)
+                    )
+                )
+            env[f"raw_{tag}:{name}"] = t
     return env
-
-
-def _to_device(t: Column, device, non_blocking: bool) -> Column:
-    if device is None or str(device) == "cpu":
-        return t
-    return Column(*(None if x is None else x.pin_memory().to(device, non_blocking=non_blocking)
-                    for x in (t.values, t.offsets, t.valid)))  # fmt: skip
 
 
 def run_tasks(op: str, tasks: Sequence[Task], env: dict[str, Column]) -> None:
