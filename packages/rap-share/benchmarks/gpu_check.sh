@@ -58,6 +58,8 @@ fi
 # figures 9 and 10 (reduced steps; MPS started by the driver when it can be), then pack the
 # results rows, plots and the docs page into one archive
 FIGARGS="--steps ${RAP_FIG_STEPS:-30} --warmup ${RAP_FIG_WARMUP:-5} --out-dir $TMP/results --docs $TMP/docs/figures.md"
+# plan with the model measured above in this run (not the shipped, stale profile)
+[ -n "$MODEL" ] && FIGARGS="$FIGARGS --cost-model $MODEL"
 step figure9 75 python3 -m rap_share.figures figure9 $FIGARGS
 step figure10 110 python3 -m rap_share.figures figure10 $FIGARGS
 tar -czf "$DEST/figures.tar.gz" -C "$TMP" results docs 2>/dev/null || status=1
