@@ -43,3 +43,25 @@ def test_two_variants_run_and_write_rows(tmp_path):
     assert by["bagpipe"]["baseline"] == "ps"
     assert by["bagpipe"]["ratio"] == pytest.approx(by["ps"]["value"] / by["bagpipe"]["value"])
     assert by["bagpipe"]["breakdown_s"]["hit_rate"] == 1.0
+
+
+def test_a_stop_mid_model_keeps_the_finished_variants(tmp_path, monkeypatch):
+    times = {"bagpipe": [10.0, 11.0, 12.0], "ps": [30.0, 31.0, 29.0]}
+
+    def fake_run(args, model, variant, data, work):
+        if variant == "static":  # the timeout's SIGTERM arrives during the third variant
+            raise SystemExit(143)
+        return {"times_ms": times[variant], "breakdown": {"hit_rate": 1.0}, "wall_s": 1.0}
+
+    monkeypatch.setattr(figure9, "run_variant", fake_run)
+    out = tmp_path / "rows.jsonl"
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(SystemExit):
+        figure9.main(["--models", "dlrm,dcn", "--variants", "bagpipe,ps,static", "--steps", "5",
+                      "--warmup", "1", "--device", "cpu", "--data", str(data),
+                      "--out", str(out)])  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["model"], r["variant"]) for r in rows} == {("dlrm", "bagpipe"), ("dlrm", "ps")}
+    bp = next(r for r in rows if r["variant"] == "bagpipe")
+    assert bp["value"] == 11.0 and bp["ratio"] == pytest.approx(30.0 / 11.0)

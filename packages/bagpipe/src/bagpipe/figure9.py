@@ -17,6 +17,7 @@ caching over the no-cache parameter server is a lower bound of what a 10 Gbps cl
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -120,6 +121,40 @@ def run_variant(args, model: str, variant: str, data: Path, work: Path) -> dict 
             "wall_s": time.perf_counter() - t0}  # fmt: skip
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def rows_of(args, model: str, res: dict) -> tuple[list[dict], list[tuple]]:
+    """Result rows of one model's finished variants (ratios against the others) and the
+    printed table's lines."""
+    from rec_common.results import make_row
+
+    rows, table = [], []
+    for variant, r in res.items():
+        xs = r["times_ms"]
+        med = statistics.median(xs)
+        common = dict(package="bagpipe", benchmark="figure9", workload=f"{model}-{args.tables}",
+                      variant=variant, metric="iteration_time", unit="ms", value=med,
+                      p20=float(np.percentile(xs, 20)), p80=float(np.percentile(xs, 80)),
+                      n=len(xs), model=model, mean=statistics.fmean(xs),
+                      std=statistics.pstdev(xs), breakdown_s=r["breakdown"], wall_s=r["wall_s"],
+                      batch=args.global_batch, trainers=args.trainers, servers=args.servers,
+                      emb_size=args.emb_size, steps=steps_of(args, variant), warmup=args.warmup,
+                      lookahead=args.lookahead if variant == "bagpipe" else 1,
+                      device=args.device, setup_note=NOTE)  # fmt: skip
+        bases = [b for b in res if b != variant] if variant == "bagpipe" else (
+            ["ps"] if "ps" in res and variant != "ps" else [])  # fmt: skip
+        if not bases:
+            rows.append(make_row(**common))
+        for b in bases:
+            rows.append(make_row(**common, baseline=b,
+                                 baseline_value=statistics.median(res[b]["times_ms"])))  # fmt: skip
+        table.append((model, variant, med, statistics.fmean(xs), statistics.pstdev(xs),
+                      r["breakdown"]))  # fmt: skip
+    return rows, table
+
+
 def main(argv=None) -> int:
     p = parser("python -m bagpipe.figure9", __doc__, EXAMPLE)
     p.add_argument(
@@ -175,42 +210,27 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else make_data(
         work / "data", args.global_batch * args.steps, args.tables, args.alpha, 0)  # fmt: skip
-    from rec_common.results import make_row, write_rows
+    from rec_common.results import write_rows
 
     rows, table = [], []
     path = Path(args.out)
-    for model in args.models.split(","):
-        model_rows = []
-        res = {}
-        for variant in args.variants.split(","):
-            r = run_variant(args, model, variant, data, work)
-            if r is not None:
-                res[variant] = r
-        for variant, r in res.items():
-            xs = r["times_ms"]
-            med = statistics.median(xs)
-            common = dict(package="bagpipe", benchmark="figure9", workload=f"{model}-{args.tables}",
-                          variant=variant, metric="iteration_time", unit="ms", value=med,
-                          p20=float(np.percentile(xs, 20)), p80=float(np.percentile(xs, 80)),
-                          n=len(xs), model=model, mean=statistics.fmean(xs),
-                          std=statistics.pstdev(xs), breakdown_s=r["breakdown"],
-                          wall_s=r["wall_s"],
-                          batch=args.global_batch, trainers=args.trainers,
-                          servers=args.servers, emb_size=args.emb_size, steps=steps_of(args, variant),
-                          warmup=args.warmup, lookahead=args.lookahead if variant == "bagpipe"
-                          else 1, device=args.device, setup_note=NOTE)  # fmt: skip
-            bases = [b for b in res if b != variant] if variant == "bagpipe" else (
-                ["ps"] if "ps" in res and variant != "ps" else [])  # fmt: skip
-            if not bases:
-                model_rows.append(make_row(**common))
-            for b in bases:
-                model_rows.append(make_row(**common, baseline=b,
-                                           baseline_value=statistics.median(res[b]["times_ms"])))  # fmt: skip
-            table.append((model, variant, med, statistics.fmean(xs), statistics.pstdev(xs),
-                          r["breakdown"]))  # fmt: skip
-        if model_rows:  # written per model, so a run stopped later keeps what finished
-            write_rows(path, model_rows)
-            rows += model_rows
+    old_handler = signal.signal(signal.SIGTERM, _stop)  # a timeout still writes rows
+    try:
+        for model in args.models.split(","):
+            res = {}
+            try:
+                for variant in args.variants.split(","):
+                    r = run_variant(args, model, variant, data, work)
+                    if r is not None:
+                        res[variant] = r
+            finally:  # rows per model, also when stopped mid-model: nothing finished is lost
+                if res:
+                    model_rows, lines = rows_of(args, model, res)
+                    write_rows(path, model_rows)
+                    rows += model_rows
+                    table += lines
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
     if not rows:
         print("error: figure9: no variant finished", file=sys.stderr)
         return 1
