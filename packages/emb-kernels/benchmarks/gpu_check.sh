@@ -60,7 +60,7 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
         if ls .device/fbgemm-*.tar.xz >/dev/null 2>&1; then
             if FB=$(python3 .device/fbgemm_unpack.py .device 2>>"$LOG"); then
                 export PYTHONPATH="$FB:$PYTHONPATH"
-                step fbgemm-import 60 python3 -c "from emb_kernels import fbgemm_tbe; print(fbgemm_tbe.status())"
+                step fbgemm-import 60 python3 -c "from rec_common import fbgemm_tbe; print(fbgemm_tbe.status())"
             else
                 echo "=== fbgemm: unpacking .device failed; FBGEMM baseline skipped" | tee -a "$LOG"
             fi

@@ -100,7 +100,7 @@ def test_main_without_gpu_exits_1(capsys):
 
 
 def test_fbgemm_status_says_why_and_make_tbe_refuses(monkeypatch):
-    from emb_kernels import fbgemm_tbe
+    from rec_common import fbgemm_tbe
 
     kind, why = fbgemm_tbe.status()
     assert isinstance(why, str) and why

@@ -366,7 +366,7 @@ def test_device_cap_and_batched_pinning():
 
 
 def test_fbgemm_baseline_matches_torch_when_present():
-    from emb_kernels import fbgemm_tbe
+    from rec_common import fbgemm_tbe
 
     kind, why = fbgemm_tbe.status()
     if kind is None:

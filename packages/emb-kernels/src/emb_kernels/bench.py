@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emb_kernels import __version__, errors, fbgemm_tbe, kernels, l2p, ops
+from emb_kernels import __version__, errors, kernels, l2p, ops
 from emb_kernels import launch as L
 from emb_kernels.batched import TableBatchedEmbeddingBags
 from emb_kernels.constants import DEVICE_CAP, PREFETCH_DISTANCES
-from rec_common import results
+from rec_common import fbgemm_tbe, results
 from rec_common.generators import BatchGenerator, FeatureSpec, make_trace, micro24_hot_rows
 from rec_common.timing import summarize
 

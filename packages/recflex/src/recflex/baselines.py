@@ -6,8 +6,9 @@ launches its GPU work and returns ``[B, sum of dims]``. FBGEMM and TorchRec are 
 
 - ``torch``: one ``F.embedding_bag(mode="sum")`` per feature plus ``torch.cat``
   (a stand-in for the paper's TF gather/segment_sum per feature).
-- ``fbgemm-tbe``: FBGEMM's inference TBE (``IntNBitTableBatchedEmbeddingBagsCodegen``,
-  fp32 weights, one table per feature, bounds checks off as in a tuned deployment).
+- ``fbgemm-tbe``: FBGEMM's TBE through :func:`rec_common.fbgemm_tbe.make_tbe`: the inference
+  TBE (fp32 weights, one table per feature, bounds checks off), else the training TBE's forward
+  under ``no_grad`` (the FBGEMM build that has TorchRec has only that one).
 - ``torchrec``: TorchRec's ``FusedEmbeddingBagCollection`` forward on a KeyedJaggedTensor.
 """
 
@@ -31,9 +32,6 @@ def available(name: str) -> str | None:
         return None
     try:
         import fbgemm_gpu  # noqa: F401
-        from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (  # noqa: F401
-            IntNBitTableBatchedEmbeddingBagsCodegen,
-        )
     except Exception as exc:  # ImportError, or an OSError from a mismatched .so
         return f"import fbgemm_gpu failed: {type(exc).__name__}: {exc}"
     if name == "torchrec":
@@ -83,38 +81,19 @@ def _torch(tables):
 
 
 def _tbe(tables):
-    from fbgemm_gpu.split_embedding_configs import SparseType
-    from fbgemm_gpu.split_table_batched_embeddings_ops_common import (
-        BoundsCheckMode,
-        EmbeddingLocation,
-        PoolingMode,
-    )
-    from fbgemm_gpu.split_table_batched_embeddings_ops_inference import (
-        IntNBitTableBatchedEmbeddingBagsCodegen,
-    )
+    from rec_common.fbgemm_tbe import make_tbe
 
     dev = tables[0].device
-    loc = EmbeddingLocation.DEVICE if dev.type == "cuda" else EmbeddingLocation.HOST
-    specs = [(f"t{i}", t.shape[0], t.shape[1], SparseType.FP32, loc) for i, t in enumerate(tables)]
-    tbe = IntNBitTableBatchedEmbeddingBagsCodegen(
-        embedding_specs=specs,
-        device=dev,
-        pooling_mode=PoolingMode.SUM,
-        output_dtype=SparseType.FP32,
-        bounds_check_mode=BoundsCheckMode.NONE,
-        indices_dtype=torch.int32,
-    )
-    tbe.fill_random_weights()
-    for (w, _), t in zip(tbe.split_embedding_weights(), tables):
-        w.view(torch.float32)[:, : t.shape[1]].copy_(t.float())
+    run_tbe = make_tbe([t.float() for t in tables])  # inference TBE, else training forward
 
     def prepare(p: Packed):
-        g = p.to(dev, torch.int32)
+        g = p.to(dev, run_tbe.index_dtype)
         return g.indices, g.offsets
 
     def run(prep):
-        return tbe(prep[0], prep[1])
+        return run_tbe(prep[0], prep[1])
 
+    run.kind = run_tbe.kind  # type: ignore[attr-defined]
     return prepare, run
 
 

@@ -180,6 +180,8 @@ def bench_model(model: str, args, log) -> list[dict]:
                 stats = emb.kernel_stats(staged[0][2]["index_dtype"])
                 extra.update({k: v for k, v in stats.items() if k in keep})
                 extra["blocks"] = sum(s[1].total_blocks for s in staged)
+            if getattr(run, "kind", None):  # which FBGEMM TBE ran (inference / training-forward)
+                extra["fbgemm_kind"] = run.kind
             for i, ref in enumerate(refs):
                 bad = _check(name, run(staged[i]), ref)
                 if bad:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emb_kernels import fbgemm_tbe
+from rec_common import fbgemm_tbe
 
 ATOMIC = (
     "Tried to instantiate class 'fbgemm.AtomicCounter', but it does not exist! "
