@@ -40,7 +40,7 @@ PROFILES=${PROFILES:-/tmp/rmixer-profiles.json}
 # runs go most important first (balance_24 on 1 GPU: rmixer, monolithic, mps); the rest only
 # if the budget allows; rows and the Gantt chart are rewritten after every run
 step makespan $((BUDGET + 75)) python3 -m rmixer.makespan --mixes balance_24,memory_24 \
-    --gpu-counts 1,2 --extra-policies "${EXTRA:-}" --budget-s "$BUDGET" --run-timeout 45 \
+    --gpu-counts 1,2 --extra-policies "${EXTRA:-}" --budget-s "$BUDGET" --run-timeout 150 \
     --profiles "$PROFILES" --out-dir "$OUT/rmixer"
 ls -la "$OUT/rmixer"
 echo "gpu_check: status=$status"

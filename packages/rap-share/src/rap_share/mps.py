@@ -80,8 +80,15 @@ class MpsDaemon:
 
     def stop(self) -> None:
         if self.active:
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            try:
                 self._control(text="quit\n")
+            except subprocess.TimeoutExpired:  # a client still holds a server: end it, then quit
+                from rec_common.mps_control import force_stop
+
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    print(f"[mps] quit timed out; {force_stop(self.env())}", file=sys.stderr)
+            except OSError:
+                pass
             self.active = False
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)

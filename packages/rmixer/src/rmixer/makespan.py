@@ -186,7 +186,13 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
         events.close()
         store.close()
         if daemon is not None:
-            daemon.stop()
+            try:
+                daemon.stop()
+                if daemon.stop_note:
+                    mps_state += f" (forced stop: {daemon.stop_note})"
+            except MpsError as exc:  # record it and go on: the other runs still count
+                mps_state += f" (not stopped: {exc})"
+                print(f"warning: {policy_name}: {exc}", flush=True)
     spans = job_spans(events.kept)
     failed = [e for e in events.kept if e["event"] == "job_end" and e["state"] != "done"]
     ooms = sum(e["event"] == "job_oom" for e in events.kept) + sum(
@@ -200,11 +206,15 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
                 (s["end"] - s["start"]) / (e["setup_s"] + s["iterations"] * e["iter_s"])
             )
     starts = [e for e in events.kept if e["event"] == "job_start"]
+    errors = []
+    for e in failed[:5]:
+        why = e.get("error") or ("cancelled by --run-timeout" if timed_out else "no message")
+        errors.append(f"{e.get('name', '?')}: {e['state']}: {why}")
     return {
         "spans": spans, "wall_s": wall,
         "makespan_s": makespan(spans) if spans and not timed_out else wall,
         "done": len(spans), "failed": len(failed), "ooms": ooms,
-        "errors": [e.get("error") for e in failed][:5],
+        "errors": errors,
         "jobs_on_cpu": sum(s["device"] == "cpu" for s in spans),
         "max_slots_in_use": max((e["slots_in_use"] for e in starts), default=0),
         "peak_live_mb": sched.peak_live_mb,
@@ -384,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     cached = sum(knowledge.get(kind, k) is not None for k in configs)
     print(f"profiling {len(configs) - cached} configs on {gpu_dev} ({cached} cached in "
           f"{knowledge.path}) ...", flush=True)  # fmt: skip
-    launcher = Launcher("zygote", spares=4)  # CPU zygote + 4 fresh CUDA workers kept ready
+    # CPU zygote + idle CUDA workers kept ready: a fresh worker needs ~6 s (torch import) and the
+    # budget-scaled jobs last ~1 s, so 4 spares left 6-7 s gaps after every 4th job (H200 run 3's
+    # Gantt chart); 3 per GPU slot keep dispatch ahead of the jobs
+    spares = max(4, 3 * args.gpu_slots * max(counts))
+    launcher = Launcher("zygote", spares=spares)
     try:
         return _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out, runs,
                      launcher, configs, knowledge)  # fmt: skip
@@ -394,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out, runs, launcher,
           configs, knowledge) -> int:  # fmt: skip
+    if kind == "cuda":
+        from rmixer.mps import running_servers
+
+        for srv in running_servers():
+            print(f"warning: an MPS server is already running ({srv}); jobs on its GPU may fail "
+                  "to create a CUDA context. Stop its daemon first.", flush=True)  # fmt: skip
     _, errors = profile_all(configs, [gpu_dev], knowledge, iterations=args.profile_iterations,
                             progress=False, launcher=launcher)  # fmt: skip
     if args.cpu_slots > 0 and kind == "cuda":

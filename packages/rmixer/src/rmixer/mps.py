@@ -34,6 +34,7 @@ class MpsDaemon:
         self.pipe_dir = self.base / "pipe"
         self.log_dir = self.base / "log"
         self.started = False
+        self.stop_note = ""  # what a forced stop did (see rec_common.mps_control)
 
     @property
     def env(self) -> dict[str, str]:
@@ -84,8 +85,18 @@ class MpsDaemon:
         if not self.running():
             self.started = False
             return
-        proc = self._control(stdin="quit\n")
-        if proc.returncode != 0:
+        try:
+            proc = self._control(stdin="quit\n")
+        except subprocess.TimeoutExpired:  # servers kept alive by clients: end them, then quit
+            from rec_common.mps_control import force_stop
+
+            try:
+                self.stop_note = force_stop(self.env)
+            except subprocess.TimeoutExpired:
+                raise MpsError(f"the MPS daemon in {self.pipe_dir} does not quit, even after its "
+                               f"servers were shut down; log:\n{self.log_tail()}") from None  # fmt: skip
+            proc = None
+        if proc is not None and proc.returncode != 0:
             raise MpsError(f"stopping MPS failed (exit {proc.returncode}): {proc.stderr.strip()}")
         for _ in range(100):
             if not self.running():
@@ -98,6 +109,21 @@ class MpsDaemon:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def running_servers() -> list[str]:
+    """``"PID NAME"`` of every MPS server on this machine's GPUs (nvidia-smi), [] if none or
+    unknown. A server left by another program makes this run's MPS clients fail."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,process_name",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [" ".join(x.strip() for x in line.split(","))
+            for line in out.splitlines() if "mps-server" in line]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
