@@ -377,3 +377,18 @@ def test_make_tables_half_precision_has_no_zeros():
 def test_make_tables_rejects_mismatched_dims():
     with pytest.raises(ValueError, match="dims"):
         make_tables([10, 20], [4], seed=0)
+
+
+def test_batches_on_threads_equal_batches_on_one_thread():
+    from rec_common import workloads
+
+    w = workloads.load("recflex-test")
+    one = list(w.batches(6, seed=3))
+    many = list(w.batches(6, seed=3, threads=3))
+    assert len(one) == len(many) == 6
+    for a, b in zip(one, many):
+        assert a.keys == b.keys
+        for f in range(a.num_features):
+            va, oa, _ = a.feature(f)
+            vb, ob, _ = b.feature(f)
+            assert torch.equal(va, vb) and torch.equal(oa, ob)

@@ -791,10 +791,26 @@ class BatchGenerator:
                 )
         return JaggedBatch(self.keys, values, offsets, weights if self.weighted else None)
 
-    def batches(self, batch_sizes: Iterable[int], start: int = 0) -> Iterator[JaggedBatch]:
-        """One batch per size, numbered from ``start``."""
-        for k, bs in enumerate(batch_sizes):
-            yield self.batch(int(bs), start + k)
+    def batches(
+        self, batch_sizes: Iterable[int], start: int = 0, threads: int = 1
+    ) -> Iterator[JaggedBatch]:
+        """One batch per size, numbered from ``start``.
+
+        ``threads > 1`` draws the batches on that many threads (numpy's sampling releases the
+        GIL); every batch depends only on its number, so the result is the same. Trace-skewed
+        features read one shared cursor in order, so they always draw on one thread.
+        """
+        sizes = [int(bs) for bs in batch_sizes]
+        if threads <= 1 or len(sizes) < 2 or any(f.skew.kind == "trace" for f in self.features):
+            for k, bs in enumerate(sizes):
+                yield self.batch(bs, start + k)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        for lead in set(self._leader):  # build the samplers once, before the threads share them
+            self._sampler(lead)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            yield from pool.map(self.batch, sizes, range(start, start + len(sizes)))
 
 
 def generate_batch(

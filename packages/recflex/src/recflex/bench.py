@@ -18,8 +18,10 @@ warm-up pass), metric ``e2e_latency`` = the median over batches.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -130,7 +132,10 @@ def _test_batches(model: str, args, log, dev):
     plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
     tables = w.make_tables(device=dev)
     t0 = time.perf_counter()
-    host = [pack(b) for b in w.batches(args.batches, seed=models.seed_for(w, "test"))]
+    threads = min(8, os.cpu_count() or 1)  # model A's 128 batches: minutes on one thread
+    drawn = w.batches(args.batches, seed=models.seed_for(w, "test"), threads=threads)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        host = list(pool.map(pack, drawn))
     log(
         f"[{model}] {w.num_features} features, sum of dims {w.sum_dims}, {len(host)} batches "
         f"(seed {models.seed_for(w, 'test')}, {sum(p.indices.numel() for p in host)} lookups) "

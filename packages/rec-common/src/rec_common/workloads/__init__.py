@@ -181,9 +181,11 @@ class Workload:
         batch_size: int | None = None,
         index_dtype: torch.dtype | None = None,
         weighted: bool = False,
+        threads: int = 1,
     ) -> Iterator[JaggedBatch]:
         """``num`` batches (default: the workload's count), sizes from its distribution
-        unless ``batch_size`` is given. Trace-skewed workloads share one cursor across them."""
+        unless ``batch_size`` is given. Trace-skewed workloads share one cursor across them.
+        ``threads``: draw on that many threads (same batches; see ``BatchGenerator.batches``)."""
         num = self.num_batches if num is None else int(num)
         if num < 0:
             raise ValueError(f"num: expected a non-negative number of batches, got {num}")
@@ -192,7 +194,8 @@ class Workload:
             if batch_size is not None
             else self.sample_batch_sizes(num, seed)
         )
-        return self.generator(seed, index_dtype=index_dtype, weighted=weighted).batches(sizes)
+        gen = self.generator(seed, index_dtype=index_dtype, weighted=weighted)
+        return gen.batches(sizes, threads=threads)
 
     def make_tables(
         self,
