@@ -124,3 +124,26 @@ def test_step_rows_one_hot_fast_path_matches_the_jagged_path():
         for n in (1, 2, 4):
             a, b = step_rows(one_hot, k, off, n), step_rows(jagged, k, off, n)
             assert [x.tolist() for x in a] == [x.tolist() for x in b]
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_row_ranges_on_threads_give_the_same_plan(shards):
+    steps = random_steps(40, 2, 500, 60, seed=shards)
+    one = make_plan(steps, 500, 5, 2, check=True, shards=1)
+    many = make_plan(steps, 500, 5, 2, check=True, shards=shards)
+    assert one.peak_resident == many.peak_resident and one.peak_round == many.peak_round
+    for a, b in zip(one.steps, many.steps):
+        assert a.sync_now.tolist() == b.sync_now.tolist()
+        assert a.sync_later.tolist() == b.sync_later.tolist()
+        assert a.num_private == b.num_private
+    for ra, rb in zip(one.rounds, many.rounds):
+        for ta, tb in zip(ra.trainers, rb.trainers):
+            for x, y in (
+                (ta.evict, tb.evict),
+                (ta.write_back, tb.write_back),
+                (ta.fetch, tb.fetch),
+            ):
+                assert x.tolist() == y.tolist()
+    for ta, tb in zip(one.final, many.final):
+        assert ta.evict.tolist() == tb.evict.tolist()
+    simulate(many, steps)

@@ -42,6 +42,7 @@ whole run on every trainer, the others handled as in ``"ps"``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -202,6 +203,7 @@ def make_plan(
     mode: str = "bagpipe",
     hot_rows: np.ndarray | None = None,
     check: bool = False,
+    shards: int | None = None,
 ) -> Plan:
     """The plan for ``steps[k][t]`` = sorted unique global rows trainer t reads at step k.
 
@@ -229,7 +231,7 @@ def make_plan(
                 raise ValueError(f"steps[{k}][{t}]: rows outside 0..{num_rows - 1}")
     t0 = time.perf_counter()
     if mode == "bagpipe":
-        plan = _plan_bagpipe(steps, num_rows, n, lookahead, cleanup_interval, check)
+        plan = _plan_bagpipe(steps, num_rows, n, lookahead, cleanup_interval, check, shards)
     else:
         if mode == "static" and hot_rows is None:
             raise ValueError("mode 'static' needs hot_rows (see choose_hot_rows)")
@@ -239,31 +241,48 @@ def make_plan(
     return plan
 
 
-def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int, check: bool) -> Plan:
-    K = len(steps)
-    G = math.ceil(K / C)
-    unions = _unions(steps)
-    # next use of each row of each step (backward pass); int32 state halves the random
-    # traffic into these num_rows-long arrays, the planner's main cost
+def _shard_count(num_rows: int) -> int:
+    """Row ranges planned in parallel: one per two cores, at most 8, one for small tables."""
+    if num_rows < 1_000_000:
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _map_threads(fn, items: list) -> list:
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+def _rows_rules(unions, lo: int, hi: int, L: int, C: int) -> list[tuple]:
+    """Bagpipe's per-row rules (module docstring) for rows ``lo <= r < hi`` over every step:
+    per step ``(fetch_rep, private, private_owner, rep_evict, sync_now, sync_later,
+    [number private])``, each sorted by row."""
+    K = len(unions)
+    sl = []
+    for u, counts, owner in unions:
+        i, j = np.searchsorted(u, [lo, hi])
+        sl.append((u[i:j], counts[i:j], owner[i:j]))
+    # next use of each row of each step (backward pass); int32 state over this range only
     nxt = [None] * K
     unseen = np.iinfo(np.int32).max
-    seen = np.full(num_rows, unseen, dtype=np.int32)
+    seen = np.full(hi - lo, unseen, dtype=np.int32)
     for k in range(K - 1, -1, -1):
-        u = unions[k][0]
-        nx = seen[u].astype(np.int64)
+        loc = sl[k][0] - lo
+        nx = seen[loc].astype(np.int64)
         nx[nx == unseen] = NEVER
         nxt[k] = nx
-        seen[u] = k
+        seen[loc] = k
     del seen
-    last = np.full(num_rows, -1, dtype=np.int32)  # 2 * last step + (1 if it was private)
-    ev_rep: dict[int, list] = {}
-    ev_priv: dict[int, list] = {}  # round -> list of (rows, owners)
-    fe_rep: dict[int, list] = {}
-    fe_priv: dict[int, list] = {}
-    step_plans = []
+    last = np.full(hi - lo, -1, dtype=np.int32)  # 2 * last step + (1 if it was private)
+    out = []
     for k in range(K):
-        u, counts, owner = unions[k]
-        code = last[u].astype(np.int64)  # 2 * previous use + (1 if it was private), or -1
+        u, counts, owner = sl[k]
+        loc = u - lo
+        code = last[loc].astype(np.int64)  # 2 * previous use + (1 if it was private), or -1
         p = np.where(code < 0, -1, code >> 1)
         e_p = np.where((code & 1) == 1, -(-(p + 1) // C), -(-(p + 2) // C))
         fetch = (p < 0) | (((k - p) > L) & (k >= (e_p + 2) * C))
@@ -271,16 +290,43 @@ def _plan_bagpipe(steps, num_rows: int, n: int, L: int, C: int, check: bool) -> 
         e_priv, e_rep = -(-(k + 1) // C), -(-(k + 2) // C)
         private = fetch & (counts == 1) & ((nx - k) > L) & (nx >= (e_priv + 2) * C)
         rep_evict = ~private & ((nx - k) > L) & (nx >= (e_rep + 2) * C)
-        g = k // C
-        fe_rep.setdefault(g, []).append(u[fetch & ~private])
-        fe_priv.setdefault(g, []).append((u[private], owner[private]))
-        ev_rep.setdefault(e_rep, []).append(u[rep_evict])
-        ev_priv.setdefault(e_priv, []).append((u[private], owner[private]))
         rep = ~private
         now = rep & (nx == k + 1)
-        step_plans.append(StepPlan(k, u[now], u[rep & ~now], int(private.sum())))
-        last[u] = 2 * k + private
-    del last
+        out.append((u[fetch & ~private], u[private], owner[private], u[rep_evict], u[now],
+                    u[rep & ~now], np.array([private.sum()], dtype=np.int64)))  # fmt: skip
+        last[loc] = 2 * k + private
+    return out
+
+
+def _plan_bagpipe(
+    steps, num_rows: int, n: int, L: int, C: int, check: bool, shards: int | None = None
+) -> Plan:
+    K = len(steps)
+    G = math.ceil(K / C)
+    unions = _unions(steps)
+    # the per-row rules touch each row's own history only, so row ranges are planned apart,
+    # on threads (numpy releases the GIL in the gathers and masks), and joined per step
+    count = shards or _shard_count(num_rows)
+    bounds = np.linspace(0, num_rows, count + 1).astype(np.int64)
+    parts = _map_threads(lambda lo_hi: _rows_rules(unions, lo_hi[0], lo_hi[1], L, C),
+                         list(itertools.pairwise(bounds)))  # fmt: skip
+    ev_rep: dict[int, list] = {}
+    ev_priv: dict[int, list] = {}  # round -> list of (rows, owners)
+    fe_rep: dict[int, list] = {}
+    fe_priv: dict[int, list] = {}
+    step_plans = []
+    for k in range(K):
+        fetch_rep, priv, priv_owner, rep_evict, now, later, n_priv = (
+            _EMPTY if len(parts) == 0 else np.concatenate([p[k][i] for p in parts])
+            for i in range(7)
+        )
+        e_priv, e_rep = -(-(k + 1) // C), -(-(k + 2) // C)
+        g = k // C
+        fe_rep.setdefault(g, []).append(fetch_rep)
+        fe_priv.setdefault(g, []).append((priv, priv_owner))
+        ev_rep.setdefault(e_rep, []).append(rep_evict)
+        ev_priv.setdefault(e_priv, []).append((priv, priv_owner))
+        step_plans.append(StepPlan(k, now, later, int(n_priv.sum())))
 
     def per_trainer(parts_rep, parts_priv):
         rep = _cat(parts_rep)
