@@ -143,6 +143,10 @@ def test_generated_program_on_gpus(tmp_path, n_gpus):
     script = tmp_path / "PRE.py"
     script.write_text(SCRIPT)
     prog = tmp_path / "train.py"
+    # --lr 0.01: at the default 0.1 this model diverges on these inputs (logit/boxcox dense
+    # values up to ~11) on ONE rank as well: 1 rank x 512 rows and 2 ranks x 256 rows of the
+    # same rows give the same losses (2.14, 45.5, 2180, 1.4e5, 8e18, nan on CPU), so it is the
+    # step size, not the 2-rank training (whose equivalence test_plan_codegen checks)
     prog.write_text(render_program(make_plan(str(script), n_gpus, 256, solver=SOLVER),
                                    ModelConfig(embedding_dim=16, bottom_mlp="64", top_mlp="64-1",
                                                steps=5, warmup=2)))  # fmt: skip
@@ -150,8 +154,9 @@ def test_generated_program_on_gpus(tmp_path, n_gpus):
     _source(4000).save(data)
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, str(prog), "--device", "cuda", "--data", str(data),
-                           "--check-inputs", "--out", str(out)], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ))  # fmt: skip
+                           "--check-inputs", "--lr", "0.01", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(out.read_text().splitlines()[-1])
     assert row["device"].startswith("cuda") and np.isfinite(row["loss_last"])

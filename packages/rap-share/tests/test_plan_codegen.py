@@ -149,3 +149,39 @@ def test_generated_program_trains_two_processes_on_cpu(script, tmp_path):
     row = json.loads(out.read_text().splitlines()[-1])
     assert row["gpus"] == 2 and row["steps"] == 4 and np.isfinite(row["loss_last"])
     assert row["samples_per_s"] > 0
+
+
+def test_two_ranks_train_like_one_rank_on_the_same_global_batch(script, tmp_path):
+    """Data-parallel MLPs, table-wise sharded embeddings: 2 ranks x 32 rows step like 1 rank x
+    64 rows (same seed, same rows): equal initial replicas on every rank (the tables are drawn
+    per table, not from the generator the MLPs use), gradients averaged over the ranks."""
+    import torch
+
+    data = tmp_path / "raw.npz"
+    random_source(400).save(data)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for n, batch in [(1, 64), (2, 32)]:
+        prog = tmp_path / f"train{n}.py"
+        model = ModelConfig(embedding_dim=8, bottom_mlp="16", top_mlp="16-1", steps=3, warmup=1)
+        prog.write_text(render_program(make_plan(str(script), n, batch), model))
+        state = tmp_path / f"state{n}"
+        proc = subprocess.run(
+            [sys.executable, str(prog), "--device", "cpu", "--data", str(data), "--lr", "0.01",
+             "--save-state", str(state), "--timeout", "120"],
+            capture_output=True, text=True, timeout=240, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n] = [torch.load(state / f"rank{r}.pt") for r in range(n)]
+    (one,), two = runs[1], runs[2]
+    # a rank's loss is the mean over its own rows: the ranks' mean is the global batch's loss
+    np.testing.assert_allclose(np.mean([r["losses"] for r in two], 0), one["losses"], rtol=1e-5)
+    for name, want in one["state"].items():
+        if name.startswith("table."):
+            (got,) = [r["state"][name] for r in two if name in r["state"]]
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)  # fmt: skip
+        else:
+            for r in two:
+                np.testing.assert_allclose(r["state"][name].numpy(), want.numpy(), rtol=1e-5,
+                                           atol=1e-6, err_msg=f"rank {r['rank']} {name}")  # fmt: skip

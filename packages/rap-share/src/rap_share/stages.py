@@ -16,6 +16,8 @@ where the profiler records events and starts its probe kernels.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,6 +27,15 @@ from torch import Tensor, nn
 
 from rec_common.jagged import JaggedBatch
 from rec_common.models import DLRM, TorchEmbeddingBags
+
+
+@contextlib.contextmanager
+def _rng_untouched():
+    """Leave the global CPU and default-device generators as they were on entry."""
+    dev = torch.get_default_device()
+    devices = [dev] if dev.type != "cpu" else []
+    with torch.random.fork_rng(devices=devices, device_type=dev.type if devices else "cuda"):
+        yield
 
 
 class _Exchange(torch.autograd.Function):
@@ -87,6 +98,7 @@ class ShardedEmbedding(nn.Module):
         world: int = 1,
         group=None,
         check_ids: bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.keys, self.dims = tuple(keys), (dim,) * len(keys)
@@ -95,17 +107,36 @@ class ShardedEmbedding(nn.Module):
         self.placement = list(placement)
         self.owned = [i for i, p in enumerate(placement) if p == rank]
         self.owned_keys = tuple(self.keys[i] for i in self.owned)
-        self.tables = (
-            TorchEmbeddingBags([table_sizes[i] for i in self.owned], dim, keys=self.owned_keys,
-                               sparse=True, check_ids=check_ids)
-            if self.owned else None
-        )  # fmt: skip
+        # One draw of the CPU generator on every rank, whatever it owns: the layers built after
+        # this module (the DLRM's MLPs) then start from the same random state on every rank and
+        # are the same replicas; table i is drawn from its own generator seeded ``seed + i``.
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,), device="cpu"))
+        self.seed = seed
+        with _rng_untouched():
+            self.tables = (
+                TorchEmbeddingBags([table_sizes[i] for i in self.owned], dim,
+                                   keys=self.owned_keys, sparse=True, check_ids=check_ids)
+                if self.owned else None
+            )  # fmt: skip
+            self.reset_parameters()
         self.widths = tuple(dim * sum(1 for p in placement if p == q) for q in range(world))
         order = [i for q in range(world) for i, p in enumerate(placement) if p == q]
         inv = [0] * len(order)
         for pos, i in enumerate(order):
             inv[i] = pos
         self.register_buffer("_inv", torch.tensor(inv, dtype=torch.long), persistent=False)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Table i (global feature order) ~ U(+-sqrt(1/n)) from a generator seeded ``seed + i``:
+        the same weights whichever rank owns it and however many ranks there are."""
+        if self.tables is None:
+            return
+        for i, bag, n in zip(self.owned, self.tables.bags, self.tables.table_sizes):
+            gen = torch.Generator(device=bag.weight.device).manual_seed(self.seed + i)
+            bound = math.sqrt(1.0 / n)
+            bag.weight.uniform_(-bound, bound, generator=gen)
 
     def forward(self, owned_global: JaggedBatch) -> Tensor:
         if self.tables is not None:
