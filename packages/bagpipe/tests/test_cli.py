@@ -11,7 +11,7 @@ from bagpipe.cli import run_main
 from bagpipe.data import open_data, write_json_lines
 from bagpipe.synthetic import synthetic_source
 
-ROLES = ["oracle_cacher", "embedding_server", "trainer", "launch", "model_parallel",
+ROLES = ["oracle_cacher", "embedding_server", "trainer", "launch", "model_parallel", "torchrec_dmp",
          "quickstart", "figure9"]  # fmt: skip
 
 

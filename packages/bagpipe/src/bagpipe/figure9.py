@@ -28,7 +28,11 @@ import numpy as np
 
 from bagpipe.cli import parser
 
-VARIANTS = ("bagpipe", "ps", "static", "model-parallel")
+VARIANTS = ("bagpipe", "ps", "static", "model-parallel", "torchrec-dmp")
+# torchrec-dmp (TorchRec's own DistributedModelParallel) is opt-in: it needs FBGEMM's training
+# TBE forward and backward on the device, which the lent GPU machine's FBGEMM pack lacks.
+DEFAULT_VARIANTS = ("bagpipe", "ps", "static", "model-parallel")
+TRAINER_ONLY = ("model-parallel", "torchrec-dmp")  # per-step fields: the whole step, summed
 BREAKDOWN = ("prefetch_wait", "lookup", "forward", "backward", "sync_now", "sync_later_wait",
              "emb_optim", "dense_sync", "dense_optim", "cleanup")  # fmt: skip
 NOTE = "How this differs" + __doc__.split("How this differs")[1].rstrip()
@@ -52,7 +56,7 @@ def make_data(path: Path, rows: int, tables: str, alpha: float, seed: int) -> Pa
 def per_step(stats: dict, warmup: int, variant: str) -> dict:
     """Per-step seconds (and breakdown) of one trainer, warm-up steps dropped."""
     steps = stats["steps"][warmup:]
-    if variant == "model-parallel":
+    if variant in TRAINER_ONLY:
         total = [sum(v for k, v in r.items() if k not in ("step", "loss")) for r in steps]
         br = {k: float(np.mean([r[k] for r in steps]))
               for k in steps[0] if k not in ("step", "loss")}  # fmt: skip
@@ -98,6 +102,11 @@ def steps_of(args, variant: str) -> int:
 def run_variant(args, model: str, variant: str, data: Path, work: Path) -> dict | None:
     from bagpipe.launch import main as launch_main
 
+    if variant == "torchrec-dmp":
+        why = _dmp_missing(args)
+        if why is not None:
+            print(f"figure9: {model} / {variant} skipped: {why}", flush=True)
+            return None
     out = work / f"{model}-{variant}"
     cmd = ["--trainers", str(args.trainers), "--servers", str(args.servers), "--model", model,
            "--data", str(data), "--device", args.device, "--out", str(out),
@@ -119,6 +128,15 @@ def run_variant(args, model: str, variant: str, data: Path, work: Path) -> dict 
     total = [max(xs) for xs in zip(*(p["total"] for p in per))]  # the slowest trainer per step
     return {"times_ms": [1e3 * x for x in total], "breakdown": per[0]["breakdown"],
             "wall_s": time.perf_counter() - t0}  # fmt: skip
+
+
+def _dmp_missing(args) -> str | None:
+    """Why TorchRec's DMP cannot train on ``args.device`` (probed once, in a fresh process)."""
+    if not hasattr(args, "_dmp_missing"):
+        from bagpipe.torchrec_dmp import missing_in_subprocess
+
+        args._dmp_missing = missing_in_subprocess(args.device)
+    return args._dmp_missing
 
 
 def _stop(signum, frame):
@@ -162,7 +180,9 @@ def main(argv=None) -> int:
         default="dlrm,wide-deep,dcn,deepfm",
         help="comma-separated: dlrm, wide-deep, dcn, deepfm",
     )
-    p.add_argument("--variants", default=",".join(VARIANTS), help="bagpipe and baselines to run")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"bagpipe and baselines to run, some of {', '.join(VARIANTS)} "
+                        "(torchrec-dmp: TorchRec's own DMP, opt-in)")  # fmt: skip
     p.add_argument("--steps", type=int, default=550, help="training steps per run")
     p.add_argument("--warmup", type=int, default=50, help="steps dropped from the statistics")
     p.add_argument(

@@ -23,6 +23,11 @@ EXAMPLE = ("python -m bagpipe.launch --trainers 2 --servers 2 --model dlrm --dat
            "--mini-batch-size 256 --stop-iter 50 --cache-size 20000 --lookahead-value 5")  # fmt: skip
 
 
+# baselines whose trainers are the whole run: mode -> role module
+TRAINER_ONLY = {"model-parallel": "bagpipe.model_parallel", "torchrec-dmp": "bagpipe.torchrec_dmp"}
+MODES = ("bagpipe", "ps", "static", *TRAINER_ONLY)
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free TCP ports on loopback (bound to port 0, then released)."""
     socks, ports = [], []
@@ -49,8 +54,8 @@ def role_commands(args, rest: list[str], ports: list[int]) -> list[tuple[str, li
               "--world-size-trainers", str(args.trainers), "--num-servers", str(args.servers),
               "--startup-timeout", str(args.startup_timeout), "--model", args.model, *rest]  # fmt: skip
     py = [sys.executable, "-m"]
-    if args.mode == "model-parallel":  # trainers only, each reads its shards itself
-        return [(f"trainer_{t}", [*py, "bagpipe.model_parallel", "--trainer-id", str(t),
+    if args.mode in TRAINER_ONLY:  # trainers only, each reads its shards itself
+        return [(f"trainer_{t}", [*py, TRAINER_ONLY[args.mode], "--trainer-id", str(t),
                                   "--data", args.data, "--master-port-ccom", str(ports[1]),
                                   "--device", args.device, *common,
                                   *(["--stats-out", f"{args.out}/trainer_{t}.json"]
@@ -164,8 +169,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="dlrm", help="dlrm, wide-deep, dcn or deepfm")
     p.add_argument("--data", required=True, help="Criteo directory or JSON-lines parts")
     p.add_argument("--device", default="cpu", help="trainers' device: cpu or cuda")
-    p.add_argument("--mode", choices=("bagpipe", "ps", "static", "model-parallel"),
-                   default="bagpipe", help="bagpipe or a baseline")  # fmt: skip
+    p.add_argument("--mode", choices=MODES, default="bagpipe",
+                   help="bagpipe or a baseline (torchrec-dmp: TorchRec's own DMP, needs "
+                        "torchrec and FBGEMM's training kernels)")  # fmt: skip
     p.add_argument("--out", default=None, help="directory for stats and final tables")
     p.add_argument(
         "--dump",
