@@ -138,11 +138,16 @@ class ShardedEmbedding(nn.Module):
             bound = math.sqrt(1.0 / n)
             bag.weight.uniform_(-bound, bound, generator=gen)
 
-    def forward(self, owned_global: JaggedBatch) -> Tensor:
+    def forward(self, owned_global: JaggedBatch, local_rows: int | None = None) -> Tensor:
+        """``local_rows`` (this rank's batch) is needed only on a rank that owns no table
+        (more ranks than sparse features): its input then has no features to count rows in."""
         if self.tables is not None:
             pooled = self.tables(owned_global)
         else:
-            rows = owned_global.batch_size
+            if local_rows is None:
+                raise ValueError(f"rank {self.rank} owns no table ({len(self.keys)} features "
+                                 f"over {self.world} ranks): pass local_rows")  # fmt: skip
+            rows = self.world * int(local_rows)
             pooled = torch.zeros(rows, 0, device=self._inv.device, requires_grad=True)
         out = _Exchange.apply(pooled, self.widths, self.rank, self.world, self.group)
         b = out.shape[0]
@@ -198,7 +203,7 @@ class TrainStep:
     def __call__(self, dense: Tensor, owned: JaggedBatch, labels: Tensor) -> Tensor:
         m, hook = self.model, self.on_stage
         hook("emb_fwd")
-        ly = m.embedding(owned)
+        ly = m.embedding(owned, local_rows=dense.shape[0])
         hook("mlp_fwd")
         x = m.bottom_mlp(dense)
         logits = m.top_mlp(m.interact(x, ly)).squeeze(1)
