@@ -82,7 +82,7 @@ def simulate(policy_name, jobs, devs, seed=0, beta=4.0):
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
-@pytest.mark.parametrize("n_gpus", [1, 2])
+@pytest.mark.parametrize("n_gpus", [1, 2, 4])  # 4: the paper's headline machine (issue 14)
 def test_invariants_every_policy(policy, n_gpus):
     jobs = make_jobs(40, seed=n_gpus)
     log = simulate(policy, jobs, devices(n_gpus), seed=3)
