@@ -174,3 +174,12 @@ def test_env_cli_json():
     text = subprocess.run([sys.executable, "-m", "rec_common.env"], capture_output=True, text=True,
                           check=True).stdout  # fmt: skip
     assert "torch" in text and "optional:" in text
+
+
+def test_git_commit_prefers_the_environment(monkeypatch):
+    results.git_commit.cache_clear()
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    try:
+        assert results.git_commit() == "abc1234"
+    finally:
+        results.git_commit.cache_clear()

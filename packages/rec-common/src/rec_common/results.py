@@ -93,7 +93,10 @@ def package_versions() -> dict:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The checkout's commit (with ``-dirty`` when it has changes), or None outside git."""
+    """``GIT_COMMIT`` when set (the GPU machine's copy of the tree may carry a stale ``.git``),
+    else the checkout's commit (with ``-dirty`` when it has changes), or None outside git."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
