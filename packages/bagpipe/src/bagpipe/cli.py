@@ -51,6 +51,27 @@ def int_list(text: str) -> list[int]:
     return out
 
 
+def add_trainer_role(p: argparse.ArgumentParser, dump_help: str) -> None:
+    """Options of a trainers-only baseline role (model-parallel, torchrec-dmp), shape and world
+    included; ``--data`` is the caller's (required or not)."""
+    p.add_argument("--trainer-id", type=int, default=0, help="0..N-1")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (GPU trainer-id mod #GPUs), cuda:K")
+    p.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="auto: nccl on distinct GPUs, else gloo")  # fmt: skip
+    p.add_argument("--master-port-ccom", type=int, default=9988,
+                   help="port of the trainers' collective group")  # fmt: skip
+    p.add_argument("--model-size", default="paper", help="MLP sizes")
+    p.add_argument("--arch-mlp-bot", default=None, help="DLRM bottom MLP")
+    p.add_argument("--arch-mlp-top", default=None, help="DLRM top MLP")
+    p.add_argument("--dense-optim", default="sgd", help="sgd or adagrad")
+    p.add_argument("--dense-lr", type=float, default=0.01, help="dense learning rate")
+    p.add_argument("--model-seed", type=int, default=0, help="dense weights' seed")
+    p.add_argument("--stats-out", default=None, help="per-step timings (JSON)")
+    p.add_argument("--dump-dir", default=None, help=dump_help)
+    add_world(p)
+    add_shape(p, oracle=True)
+
+
 def add_world(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run layout")
     g.add_argument("--master-ip", default="127.0.0.1", help="the oracle's address (RPC rendezvous)")

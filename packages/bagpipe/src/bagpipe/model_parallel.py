@@ -224,7 +224,7 @@ def run_local_model_parallel(source, settings, **kw):
 def main(argv=None) -> int:
     """Role: one model-parallel trainer (reads its shards itself)."""
     from bagpipe import runtime as rt
-    from bagpipe.cli import add_shape, add_world, parser, run_main, settings_from  # noqa: F401
+    from bagpipe.cli import add_trainer_role, parser, run_main, settings_from  # noqa: F401
     from bagpipe.data import open_data
     from bagpipe.trainer import StagedCollective, pick_backend, trainer_device
     from bagpipe.transport import DistCollective
@@ -235,27 +235,7 @@ def main(argv=None) -> int:
         "python -m bagpipe.model_parallel --data DIR --trainer-id 0 --world-size-trainers 2",
     )
     p.add_argument("--data", required=True, help="Criteo directory")
-    p.add_argument("--trainer-id", type=int, default=0, help="0..N-1")
-    p.add_argument("--device", default="cpu", help="cpu, cuda (GPU trainer-id mod #GPUs), cuda:K")
-    p.add_argument(
-        "--dist-backend",
-        choices=("auto", "gloo", "nccl"),
-        default="auto",
-        help="auto: nccl on distinct GPUs, else gloo",
-    )
-    p.add_argument(
-        "--master-port-ccom", type=int, default=9988, help="port of the trainers' collective group"
-    )
-    p.add_argument("--model-size", default="paper", help="MLP sizes")
-    p.add_argument("--arch-mlp-bot", default=None, help="DLRM bottom MLP")
-    p.add_argument("--arch-mlp-top", default=None, help="DLRM top MLP")
-    p.add_argument("--dense-optim", default="sgd", help="sgd or adagrad")
-    p.add_argument("--dense-lr", type=float, default=0.01, help="dense learning rate")
-    p.add_argument("--model-seed", type=int, default=0, help="dense weights' seed")
-    p.add_argument("--stats-out", default=None, help="per-step timings (JSON)")
-    p.add_argument("--dump-dir", default=None, help="save this trainer's tables here")
-    add_world(p)
-    add_shape(p, oracle=True)
+    add_trainer_role(p, "save this trainer's tables here")
     args = p.parse_args(argv)
     s = settings_from(args)
     src = open_data(args.data, s["global_batch"], s["table_sizes"])

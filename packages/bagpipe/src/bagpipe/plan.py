@@ -398,8 +398,7 @@ def _plan_per_step(steps, num_rows: int, n: int, mode: str, hot: np.ndarray) -> 
         u, _, _ = _union(steps[k])
         step_plans.append(StepPlan(k, u, _EMPTY, 0))
         cold = [a[~is_hot[a]] for a in steps[k]]
-        _, _, writer = _union(cold)
-        cold_union = _union(cold)[0]
+        cold_union, _, writer = _union(cold)
         trainers = []
         for t in range(n):
             trainers.append(TrainerRound(prev[t], prev_writer[t], cold[t]))

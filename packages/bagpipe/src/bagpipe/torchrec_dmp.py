@@ -301,7 +301,7 @@ class _Current:
 def main(argv=None) -> int:
     """Role: one TorchRec DMP trainer (reads its shards itself)."""
     from bagpipe import runtime as rt
-    from bagpipe.cli import add_shape, add_world, parser, settings_from
+    from bagpipe.cli import add_trainer_role, parser, settings_from
     from bagpipe.data import open_data
     from bagpipe.trainer import pick_backend, trainer_device
 
@@ -313,22 +313,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true",
                    help="only probe whether TorchRec's DMP can train on --device; exit 0 if so")  # fmt: skip
     p.add_argument("--data", default=None, help="Criteo directory (required unless --check)")
-    p.add_argument("--trainer-id", type=int, default=0, help="0..N-1")
-    p.add_argument("--device", default="cpu", help="cpu, cuda (GPU trainer-id mod #GPUs), cuda:K")
-    p.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
-                   help="auto: nccl on distinct GPUs, else gloo")  # fmt: skip
-    p.add_argument("--master-port-ccom", type=int, default=9988,
-                   help="port of the trainers' collective group")  # fmt: skip
-    p.add_argument("--model-size", default="paper", help="MLP sizes")
-    p.add_argument("--arch-mlp-bot", default=None, help="DLRM bottom MLP")
-    p.add_argument("--arch-mlp-top", default=None, help="DLRM top MLP")
-    p.add_argument("--dense-optim", default="sgd", help="sgd or adagrad")
-    p.add_argument("--dense-lr", type=float, default=0.01, help="dense learning rate")
-    p.add_argument("--model-seed", type=int, default=0, help="dense weights' seed")
-    p.add_argument("--stats-out", default=None, help="per-step timings (JSON)")
-    p.add_argument("--dump-dir", default=None, help="save this trainer's tables (and dense) here")
-    add_world(p)
-    add_shape(p, oracle=True)
+    add_trainer_role(p, "save this trainer's tables (and dense) here")
     args = p.parse_args(argv)
     if args.check:
         dev = trainer_device(args.device, args.trainer_id)
