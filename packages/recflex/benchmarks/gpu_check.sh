@@ -90,10 +90,10 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
             step "compile-$m" 45 python3 -m recflex.compile --model "$m" --json
         done ;;
     bench)
-        step bench 300 python3 -m recflex.bench --model "$MODELS" --plan default \
+        step bench "${BENCH_LIMIT_S:-300}" python3 -m recflex.bench --model "$MODELS" --plan default \
             --batches "$BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
     e2e)
-        step e2e 120 python3 -m recflex.bench --e2e --model "$MODELS" --plan default \
+        step e2e "${E2E_LIMIT_S:-120}" python3 -m recflex.bench --e2e --model "$MODELS" --plan default \
             --batches "$E2E_BATCHES" --repeats "$REPEATS" --out "$DIR/kernel.jsonl" ;;
     tune)
         T=/tmp/recflex-tune

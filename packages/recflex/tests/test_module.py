@@ -100,3 +100,27 @@ def test_multiblock_plan_on_cpu():
     emb = FusedEmbedding(tables, plan)
     assert_close(emb(batch), embedding_bag_reference(tables, pack(batch)))
     assert emb.last_binding.work.shape[0] > 33  # long bags: several tiles per sample
+
+
+def test_replaced_table_is_used():
+    # The launch path reads the tables through _table_list() (fast); a table swapped in
+    # through the ParameterList must still be the one looked up.
+    rows, dims = [6, 9], [4, 8]
+    tables = tables_for(rows, dims)
+    batch = random_batch(rows, 5)
+    for backend in ("emulate", "torch"):
+        emb = FusedEmbedding(tables, default_plan(dims, rows), backend=backend)
+        emb(batch)
+        new = torch.randn(9, 8)
+        emb.tables[1] = torch.nn.Parameter(new, requires_grad=False)
+        assert emb._table_list()[1] is emb.tables[1]
+        assert_close(emb(batch), embedding_bag_reference([tables[0], new], pack(batch)))
+
+
+def test_plan_cached_properties_match_a_fresh_walk():
+    rows, dims = [6, 9, 3], [4, 8, 16]
+    plan = default_plan(dims, rows, [1, 10, 2])
+    assert plan.sum_dims == 28 and plan.col_offsets == (0, 4, 12)
+    assert plan.needs_zeroed_output == any(s.accumulates for s in plan.schedules)
+    again = Plan.from_json(plan.to_json())  # the cached values stay out of the JSON
+    assert again == plan and again.to_dict() == plan.to_dict()

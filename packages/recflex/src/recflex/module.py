@@ -110,6 +110,12 @@ class FusedEmbedding(nn.Module):
 
     positional_keys = False  # a keyed batch must carry the plan's feature names, in order
 
+    def _table_list(self) -> list[torch.Tensor]:
+        """The tables in feature order. Iterating the ParameterList itself costs ~4 us per
+        table (``__getitem__`` by string key); its dict of values is 30x cheaper, and still
+        sees a table replaced through ``self.tables[i] = ...``."""
+        return list(self.tables._parameters.values())
+
     @property
     def device(self) -> torch.device:
         return self.tables[0].device
@@ -141,7 +147,10 @@ class FusedEmbedding(nn.Module):
 
     def _gpu_state(self, index_dtype: str, timing: bool = False) -> dict:
         dev = self.device
-        ptrs = tuple(t.data_ptr() for t in self.tables)
+        # The tables' addresses are part of the key (a moved or replaced table gets fresh
+        # state), read on every launch. Iterating the ParameterList costs ~1 us per table
+        # (1 ms per launch on the 1000-feature models).
+        ptrs = tuple(map(torch.Tensor.data_ptr, self._table_list()))
         key = (dev, index_dtype, timing, ptrs)
         st = self._state.get(key)
         if st is not None:
@@ -198,7 +207,7 @@ class FusedEmbedding(nn.Module):
         if backend == "torch":
             if self.validate:
                 validate_ids(packed, self._rows_cpu.to(packed.offsets.device), self.plan.names)
-            return embedding_bag_reference(list(self.tables), packed.to(self.device))
+            return embedding_bag_reference(self._table_list(), packed.to(self.device))
         if backend == "emulate":
             packed = packed.to("cpu")
             if self.validate:
@@ -206,7 +215,9 @@ class FusedEmbedding(nn.Module):
             binder = Binder(self.plan, self.max_concurrent(), self.task_order)
             binding = binder.bind(packed.offsets, packed.batch_size)
             self.last_binding = binding
-            return emulate(self.plan, [t.detach().cpu() for t in self.tables], packed, binding)
+            return emulate(
+                self.plan, [t.detach().cpu() for t in self._table_list()], packed, binding
+            )
         return self._forward_kernel(packed, timing)
 
     def prepare(self, batch) -> tuple[Packed, Binding, dict]:
@@ -238,7 +249,6 @@ class FusedEmbedding(nn.Module):
         if binding.total_blocks == 0:
             return out.zero_()
         meta, offs = extra["meta"], extra["offs"]
-        nf = self.plan.num_features
         tasks = meta[offs["tasks"] :]
         nblocks = meta[offs["blocks"] :]
         has_work = self.plan.needs_zeroed_output
@@ -264,7 +274,6 @@ class FusedEmbedding(nn.Module):
             p(st["err"]),
             p(timing),
         ]
-        del nf
         st["kernel"].launch(binding.total_blocks, args)
         return out
 
