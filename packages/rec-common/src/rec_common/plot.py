@@ -65,18 +65,20 @@ def plot_rows(
         if r.get(y) is None:
             continue
         series[r["variant"]][r.get(x)] = float(r[y])
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len({r.get(x) for r in rows}) + 3), 4.0))
+    ncat = len({r.get(x) for r in rows})
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.9 * ncat + 4), 4.0))  # legend on the right
     if kind == "bar":
         cats = list(dict.fromkeys(r.get(x) for r in rows))
         width = 0.8 / max(1, len(variants))
         for i, v in enumerate(variants):
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(cats))]
             ax.bar(xs, [series[v].get(c, 0.0) for c in cats], width, label=v)
+        tilt = len(cats) > 4 or max(len(str(c)) for c in cats) > 12
         ax.set_xticks(
             range(len(cats)),
             [str(c) for c in cats],
-            rotation=30 if len(cats) > 4 else 0,
-            ha="right" if len(cats) > 4 else "center",
+            rotation=30 if tilt else 0,
+            ha="right" if tilt else "center",
         )
     elif kind == "line":
         for v in variants:
@@ -93,7 +95,7 @@ def plot_rows(
     ax.set_title(
         title or f"{rows[0]['package']}: {rows[0]['benchmark']} on {rows[0].get('gpu', '?')}"
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out = Path(out)
