@@ -127,7 +127,7 @@ def plot_kernel(
     variants = sorted({v for d in norm.values() for v in d}, key=lambda v: (v != "recflex", v))
     wls = sorted(norm)
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(wls)), 4))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.6 * len(wls) + 2), 4))
     for i, var in enumerate(variants):
         xs = [j + i * width for j in range(len(wls))]
         ax.bar(xs, [norm[w].get(var, 0.0) for w in wls], width, label=var)
@@ -137,7 +137,7 @@ def plot_kernel(
     )
     ax.set_ylabel("normalized performance (T_recflex / T)")
     ax.set_title(title or "embedding kernel time, summed over the test batches")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
