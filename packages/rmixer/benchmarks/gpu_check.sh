@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything rmixer needs from a GPU machine, in one call (run from the repo root):
-# the gpu tests, then the makespan benchmark (balance_24 and memory_24 under monolithic, mps
-# and rmixer on 1 GPU + CPU, balance_24 on 2 GPUs when present; EXTRA=rmixer@mps adds dyMix
-# under MPS, BUDGET=s sizes the makespan step, 110 s by default: whole script < 5 minutes).
+# the gpu tests, then the makespan benchmark (balance_24 and memory_24 under monolithic, mps,
+# rmixer and rmixer@mps on 1 GPU + CPU, balance_24 on 2 GPUs when present; EXTRA=cognn,...
+# adds ablation runs, BUDGET=s sizes the makespan step, 110 s by default: whole script < 5
+# minutes; BUDGET=370 with MIXES=balance_24 GPU_COUNTS=1 gave jobs of 5-15 s on one H200).
 #
 #   OUT=/tmp/out bash packages/rmixer/benchmarks/gpu_check.sh
 #
@@ -39,8 +40,8 @@ PROFILES=${PROFILES:-/tmp/rmixer-profiles.json}
 [ "${FRESH:-0}" = 1 ] && rm -f "$PROFILES"
 # runs go most important first (balance_24 on 1 GPU: rmixer, monolithic, mps); the rest only
 # if the budget allows; rows and the Gantt chart are rewritten after every run
-step makespan $((BUDGET + 75)) python3 -m rmixer.makespan --mixes balance_24,memory_24 \
-    --gpu-counts 1,2 --extra-policies "${EXTRA:-}" --budget-s "$BUDGET" --run-timeout 150 \
+step makespan $((BUDGET + 75)) python3 -m rmixer.makespan --mixes "${MIXES:-balance_24,memory_24}" \
+    --gpu-counts "${GPU_COUNTS:-1,2}" --extra-policies "${EXTRA:-}" --budget-s "$BUDGET" --run-timeout 150 \
     --profiles "$PROFILES" --out-dir "$OUT/rmixer"
 ls -la "$OUT/rmixer"
 echo "gpu_check: status=$status"

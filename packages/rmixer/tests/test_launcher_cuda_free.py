@@ -69,3 +69,18 @@ def test_job_start_never_touches_cuda_and_cuda_jobs_are_not_forked(tmp_path, mon
         if not torch.backends.cuda.is_built():
             assert res["status"] == "error" and res["error"], res
     assert not la._spares and la._zygote is None
+
+
+def test_drop_spares_ends_the_idle_cuda_workers():
+    # The makespan benchmark drops them before it stops an MPS daemon: idle workers are its
+    # clients, and the daemon does not quit while they live.
+    la = Launcher("zygote", spares=2)
+    try:
+        la.prestart_cuda({"RMIXER_TEST_MARK": "1"}, wait=True)
+        procs = [p for ps in la._spares.values() for p in ps]
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+        assert la.drop_spares() == 2
+        assert all(p.poll() is not None for p in procs) and not la._spares
+        assert la.drop_spares() == 0
+    finally:
+        la.close()

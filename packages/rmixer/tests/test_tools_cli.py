@@ -124,7 +124,7 @@ def test_makespan_pipeline_on_cpu_stand_ins(tmp_path, capsys, gpus, copies):
     assert rc == 0, text.out + text.err
     rows = [json.loads(x) for x in (out / "makespan.jsonl").read_text().splitlines()]
     spans = [r for r in rows if r["benchmark"] == "makespan" and r["metric"] == "makespan"]
-    assert {r["variant"] for r in spans} == {"monolithic", "mps", "rmixer"}
+    assert {r["variant"] for r in spans} == {"monolithic", "mps", "rmixer", "rmixer@mps"}
     for r in spans:
         assert r["done"] == len(models) and r["ooms"] == 0 and r["max_slots_in_use"] <= 2
         assert r["num_gpus"] == gpus and r["baseline"] == "monolithic" and r["ratio"] > 0

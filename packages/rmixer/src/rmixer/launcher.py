@@ -165,6 +165,16 @@ class Launcher:
                     if line == "ready":
                         self._ready_spares.add(p.pid)
 
+    def drop_spares(self) -> int:
+        """End every idle CUDA worker; returns how many. An MPS daemon cannot quit while they
+        live: each holds a client connection to its server."""
+        with self._lock:
+            spares, self._spares = [p for ps in self._spares.values() for p in ps], {}
+            self._ready_spares.clear()
+        for p in spares:
+            _stop_spare(p)
+        return len(spares)
+
     def _spawn(self) -> None:
         if self._zygote is None or self._zygote.poll() is not None:
             self._zygote = subprocess.Popen(  # GPU-blind: it only forks CPU jobs
