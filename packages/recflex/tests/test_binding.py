@@ -30,7 +30,7 @@ def test_binding_matches_schedule_work(batch_size):
     batch = random_batch([50] * len(dims), batch_size, max_len=[1, 5, 40] * 8, absent=(3, 11))
     p = pack(batch)
     maxc = 37
-    bnd = Binder(plan, maxc).bind(p.offsets, p.batch_size)
+    bnd = Binder(plan, maxc, task_order="feature").bind(p.offsets, p.batch_size)
     for f, s in enumerate(plan.schedules):
         lens = batch.lengths(f).tolist()
         assert int(bnd.blocks[f]) == s.work(dims[f], lens, maxc)["blocks"], (f, s)
@@ -106,8 +106,8 @@ def test_heavy_first_order_is_a_permutation():
     dims = [4, 64, 16, 128]
     plan = mixed_plan(dims, seed=5)
     p = pack(random_batch([50] * 4, 300, max_len=[1, 50, 5, 100]))
-    a = Binder(plan, 64).bind(p.offsets, 300)
-    b = Binder(plan, 64, task_order="heavy-first").bind(p.offsets, 300)
+    a = Binder(plan, 64, task_order="feature").bind(p.offsets, 300)
+    b = Binder(plan, 64).bind(p.offsets, 300)  # heavy-first is the default
     assert torch.equal(a.blocks, b.blocks)
     assert sorted(map(tuple, a.tasks.tolist())) == sorted(map(tuple, b.tasks.tolist()))
     firsts = list(dict.fromkeys(b.tasks[:, 0].tolist()))  # feature order of the launch
@@ -115,3 +115,21 @@ def test_heavy_first_order_is_a_permutation():
     assert load == sorted(load, reverse=True)
     with pytest.raises(ValueError, match="task_order"):
         Binder(plan, 64, task_order="random")
+
+
+def test_static_binder_follows_the_task_order():
+    # the binding ablation compares runtime and static binding in the same launch order
+    from recflex.binding import StaticBinder
+
+    dims = [4, 64, 16, 128]
+    plan = mixed_plan(dims, seed=5)
+    p = pack(random_batch([50] * 4, 300, max_len=[1, 50, 5, 100]))
+    samples = [(p.offsets, 300)]
+    heavy = StaticBinder(plan, 64, samples, "static-max").bind(p.offsets, 300)
+    plain = StaticBinder(plan, 64, samples, "static-max", "feature").bind(p.offsets, 300)
+    assert torch.equal(heavy.blocks, plain.blocks)
+    assert sorted(map(tuple, heavy.tasks.tolist())) == sorted(map(tuple, plain.tasks.tolist()))
+    firsts = list(dict.fromkeys(heavy.tasks[:, 0].tolist()))
+    load = [float(heavy.nnz[f]) * dims[f] / max(int(heavy.blocks[f]), 1) for f in firsts]
+    assert load == sorted(load, reverse=True)
+    assert plain.tasks[:, 0].tolist() == sorted(plain.tasks[:, 0].tolist())

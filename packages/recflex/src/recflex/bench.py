@@ -1,7 +1,9 @@
 """Summed kernel time of RecFlex's fused kernel and its baselines over a model's test batches.
 
 All variants run in one process on one GPU over the same batches: ``recflex`` (the plan's
-fused kernel; ``recflex-heavy-first`` the same with the heaviest blocks launched first), ``torch`` (per-feature ``embedding_bag`` + ``cat``), ``fbgemm-tbe`` (FBGEMM's
+fused kernel, heaviest blocks launched first: the module's default; ``recflex-feature-order``
+the same with the blocks in feature order, the artifact's), ``torch`` (per-feature
+``embedding_bag`` + ``cat``), ``fbgemm-tbe`` (FBGEMM's
 inference TBE) and ``torchrec`` (``FusedEmbeddingBagCollection`` forward). Each variant's
 host work (packing, runtime binding, copies) is done before timing; the metric is the sum
 of its CUDA kernel durations over all batches (the paper's ``nsys`` kernel sum), median of
@@ -34,7 +36,9 @@ from recflex.measure import summed_kernel_time
 from recflex.module import FusedEmbedding
 from recflex.reference import embedding_bag_reference
 
-VARIANTS = ("recflex", "recflex-heavy-first", *baselines.BASELINES)
+# Rows before 2026-11-30 (third session) named the feature order "recflex" and the
+# heavy-first order "recflex-heavy-first"; heavy-first has been the default since.
+VARIANTS = ("recflex", "recflex-feature-order", *baselines.BASELINES)
 EXAMPLE = (
     "example: python -m recflex.bench --model A,B,C,D,E --plan default --batches 128 "
     "--out results/recflex/kernel.jsonl; end to end with the MLP: python -m recflex.bench "
@@ -115,7 +119,7 @@ def make_variant(name: str, tables, plan, dispatch: str = "if-else"):
     :class:`FusedEmbedding` of a recflex variant, else None. On CPU tables recflex runs
     its emulation (no host/launch split there)."""
     if name.startswith("recflex"):
-        order = "heavy-first" if name == "recflex-heavy-first" else "feature"
+        order = "feature" if name == "recflex-feature-order" else "heavy-first"
         emb = FusedEmbedding(tables, plan, dispatch=dispatch, task_order=order)
         if emb.device.type == "cuda":
             return emb.prepare, (lambda s: emb.run_prepared(*s)), emb

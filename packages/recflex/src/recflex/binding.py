@@ -76,12 +76,14 @@ TASK_ORDERS = ("feature", "heavy-first")
 class Binder:
     """Per-plan tables (template code, samples per block, lookups per tile) for :meth:`bind`.
 
-    ``task_order``: ``feature`` lists each feature's blocks in feature order (the artifact's
-    task mapping); ``heavy-first`` lists the features whose blocks carry the most loads per
-    block first (longest-processing-time order, so long blocks do not start last).
+    ``task_order``: ``heavy-first`` (default) lists the features whose blocks carry the most
+    loads per block first (longest-processing-time order, so long blocks do not start last);
+    ``feature`` lists each feature's blocks in feature order (the artifact's task mapping).
+    Heavy-first measured 1.03-1.24x faster on models A-E (default plans, 128 test batches,
+    H200, docs/recflex/figures.md).
     """
 
-    def __init__(self, plan: Plan, max_concurrent: int, task_order: str = "feature") -> None:
+    def __init__(self, plan: Plan, max_concurrent: int, task_order: str = "heavy-first") -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1 block, got {max_concurrent}")
         if task_order not in TASK_ORDERS:
@@ -111,6 +113,24 @@ class Binder:
             t["mbps"] = self._mbps.to(device)
             self._dev[device] = t
         return t
+
+    def _tasks(
+        self, blocks: torch.Tensor, nnz: torch.Tensor, dims: torch.Tensor, total: int
+    ) -> torch.Tensor:
+        """``[total, 2]`` (feature, block within the feature) in launch order."""
+        dev = blocks.device
+        if self.task_order == "heavy-first":
+            load = nnz.double() * dims / torch.clamp(blocks, min=1)
+            order = torch.argsort(-load, stable=True)
+        else:
+            order = torch.arange(blocks.numel(), device=dev)
+        ob = blocks[order]
+        starts = torch.cumsum(ob, 0) - ob
+        feat = torch.repeat_interleave(order, ob, output_size=total)
+        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
+            starts, ob, output_size=total
+        )
+        return torch.stack([feat, bid], dim=1).to(torch.int32)
 
     def bind(self, offsets: torch.Tensor, batch_size: int) -> Binding:
         """Block counts, task list and MultiBlockPerSample work list for one batch."""
@@ -161,22 +181,10 @@ class Binder:
         zf = -torch.div(-b * t["dim"], ZERO_FILL_FLOATS_PER_BLOCK, rounding_mode="floor")
         blocks = torch.where(nnz == 0, zf, blocks)
         total = int(blocks.sum()) if nf else 0
-        if self.task_order == "heavy-first":
-            load = nnz.double() * t["dim"] / torch.clamp(blocks, min=1)
-            order = torch.argsort(-load, stable=True)
-        else:
-            order = torch.arange(nf, device=dev)
-        ob = blocks[order]
-        starts = torch.cumsum(ob, 0) - ob
-        feat = torch.repeat_interleave(order, ob, output_size=total)
-        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
-            starts, ob, output_size=total
-        )
-        tasks = torch.stack([feat, bid], dim=1).to(torch.int32)
         return Binding(
             batch_size=b,
             blocks=blocks.to(torch.int32),
-            tasks=tasks,
+            tasks=self._tasks(blocks, nnz, t["dim"], total),
             work=work.to(torch.int32),
             work_start=work_start.to(torch.int32),
             nnz=nnz,
@@ -205,8 +213,9 @@ class StaticBinder(Binder):
         max_concurrent: int,
         sample_offsets: list[tuple[torch.Tensor, int]],
         mode: str = "static-max",
+        task_order: str = "heavy-first",
     ) -> None:
-        super().__init__(plan, max_concurrent, "feature")
+        super().__init__(plan, max_concurrent, task_order)
         if mode not in ("static-mean", "static-max"):
             raise ValueError(f"mode: expected static-mean or static-max, got {mode!r}")
         if not sample_offsets:
@@ -229,17 +238,10 @@ class StaticBinder(Binder):
         if batch_size == 0:
             blocks = torch.zeros_like(blocks)
         total = int(blocks.sum())
-        starts = torch.cumsum(blocks, 0) - blocks
-        feat = torch.repeat_interleave(torch.arange(blocks.numel(), device=dev), blocks,
-                                       output_size=total)  # fmt: skip
-        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
-            starts, blocks, output_size=total
-        )
-        tasks = torch.stack([feat, bid], dim=1).to(torch.int32)
         return Binding(
             batch_size=rt.batch_size,
             blocks=blocks.to(torch.int32),
-            tasks=tasks,
+            tasks=self._tasks(blocks, rt.nnz, self._tables(dev)["dim"], total),
             work=rt.work,
             work_start=rt.work_start,
             nnz=rt.nnz,

@@ -67,7 +67,7 @@ class FusedEmbedding(nn.Module):
         validate: bool = True,
         index_dtype: torch.dtype | None = None,
         exact_occupancy: bool = False,
-        task_order: str = "feature",
+        task_order: str = "heavy-first",
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:

@@ -218,9 +218,10 @@ class GpuCost(CostSource):
             if lk.occupancy < plan.occupancy:
                 return [INF] * len(chunk)  # these schedules cannot run at this occupancy
         p = plan.num_features
-        emb = FusedEmbedding(
-            [table] * p, plan, validate=False, exact_occupancy=True, index_dtype=self.torch_index
-        )
+        # feature order: copies of different candidates interleave across the GPU, so each
+        # co-runs with the others (heavy-first would group a candidate's identical copies)
+        emb = FusedEmbedding([table] * p, plan, validate=False, exact_occupancy=True,
+                             index_dtype=self.torch_index, task_order="feature")  # fmt: skip
         emb.kernel_source = lambda index_dtype="int64", timing=False: kernel  # the built probe
         c = len(chunk)
         acc = torch.zeros(c, dtype=torch.float64, device=self.device)
@@ -277,7 +278,7 @@ class GpuCost(CostSource):
             st = emb._gpu_state(self.index_dtype)
             st["binder"] = StaticBinder(
                 plan, st["kernel"].max_concurrent,
-                [(b.offsets, b.batch_size) for b in batches], binding,
+                [(b.offsets, b.batch_size) for b in batches], binding, emb.task_order,
             )  # fmt: skip
         staged = [emb.prepare(b) for b in batches]
         totals, _ = summed_kernel_time(
