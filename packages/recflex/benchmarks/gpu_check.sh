@@ -18,7 +18,7 @@
 # RECFLEX_TUNE=1 adds a "tune" step (not run by default):
 # tune model A with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
 # occupancies TUNE_OCC=4,8,2 measured in that order, probes of <= 32 candidates built 16 at a
-# time), then the ablations TUNE_ABLATIONS=binding,dispatch,mutation (mutation: the 4
+# time), then the ablations TUNE_ABLATIONS=binding,dispatch,naive,mutation (mutation: the 4
 # largest-spread multi-hot clusters, MUTATION_CANDIDATES=6 candidates each), then bench the
 # tuned plan against the baselines. Budget (the step's timeout TUNE_LIMIT_S=560 s): the local
 # stage starts another occupancy only while it fits TUNE_LOCAL_BUDGET_S (54% of the limit,
@@ -28,8 +28,10 @@
 # Estimate per occupancy (from the 2-core dev machine, unmeasured on the H200): 33 probe
 # kernels (a 32-candidate probe builds in ~8 s with nvcc; 16 in parallel: ~25 s) + 328 probe
 # runs x 4 batches (host binding + launches, ~0.1-0.4 s each: 30-130 s); global stage ~10-60 s; binding ~10 s; dispatch one build + run ~10-60 s;
-# mutation 24 whole-model builds ~20-120 s. The naive ablation (every one of model A's 8194
-# candidates alone) does not fit and is left out. Timings per stage print as they happen.
+# mutation 24 whole-model builds ~20-120 s (H200 run: 60 s). The naive ablation times every
+# one of model A's 8194 candidates alone on the 4 local batches (CUDA events): ~820 distinct
+# one-feature kernels built up front, 16 at a time (unmeasured; guess 40-90 s), then
+# ~5 ms of host work per candidate (~40 s). Timings per stage print as they happen.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -51,7 +53,7 @@ STEPS=${STEPS:-"env tests compile bench e2e"}
 if [ "${RECFLEX_TUNE:-0}" = 1 ]; then STEPS="$STEPS tune"; fi
 TUNE_BATCHES=${TUNE_BATCHES:-32}
 TUNE_OCC=${TUNE_OCC:-4,8,2}
-TUNE_ABLATIONS=${TUNE_ABLATIONS:-binding,dispatch,mutation}
+TUNE_ABLATIONS=${TUNE_ABLATIONS:-binding,dispatch,naive,mutation}
 MUTATION_CANDIDATES=${MUTATION_CANDIDATES:-6}
 TUNE_LIMIT_S=${TUNE_LIMIT_S:-560}
 TUNE_LOCAL_BUDGET_S=${TUNE_LOCAL_BUDGET_S:-$((TUNE_LIMIT_S * 54 / 100))}

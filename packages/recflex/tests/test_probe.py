@@ -114,3 +114,25 @@ def test_gpu_tune_small_model_matches_reference(tmp_path):
         out = emb(b)
         ref = embedding_bag_reference([x.cpu() for x in tables], pack(b))
         assert_close(out, ref)
+
+
+@pytest.mark.gpu
+def test_gpu_naive_scores_every_candidate_alone():
+    from recflex import ablations
+    from recflex.probe import GpuCost
+
+    w = models.workload("test")
+    cost = GpuCost(chunk=16, jobs=8)
+    t = Tuner(cost, cache=NoCache(), occupancies=[2], progress=False, local_batches=2)
+    batches = tuning_batches(w, 2)
+    c = next(c for c in clusters_of(w) if c.multi_hot)
+    job = LocalJob(c, None, feature_batches(batches, c.rep), "x")
+    cost.prepare_alone([job])
+    built = cost.stats["compiles"]
+    scores = cost.alone_costs(job)
+    assert cost.stats["compiles"] == built  # everything was built up front
+    assert len(scores) == len(c.candidates)
+    fin = [s for s in scores if math.isfinite(s)]
+    assert len(fin) >= len(scores) // 2 and min(fin) > 0, cost.notes
+    res = ablations.naive(t, w, batches)
+    assert math.isfinite(res["cost"]) and res["plan"].occupancy is None

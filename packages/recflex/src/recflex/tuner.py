@@ -202,6 +202,9 @@ class CostSource:
     def prepare_global(self, plans: Sequence[Plan], dispatch: str = "if-else") -> None:
         """Build the fused kernels of ``plans`` (default: nothing)."""
 
+    def prepare_alone(self, jobs: Sequence[LocalJob]) -> None:
+        """Build what :meth:`alone_costs` will need for ``jobs`` (default: nothing)."""
+
     def local_costs(self, job: LocalJob) -> list[float]:
         raise NotImplementedError
 
@@ -608,9 +611,11 @@ class Tuner:
         if todo:
             occ = sorted({j.occupancy or 0 for j in todo})
             st0, t0 = self._cost_stats(), time.perf_counter()
+            self._log(f"{kind} stage o={occ}: preparing {len(todo)} probes")
             if kind == "local":
-                self._log(f"{kind} stage o={occ}: preparing {len(todo)} probes")
                 self.cost.prepare_local(todo)
+            else:  # every candidate's one-feature kernel, in one parallel build
+                self.cost.prepare_alone(todo)
             prep = self._stage_stats(st0, time.perf_counter() - t0)
             self._log(
                 f"{kind} stage o={occ}: built {prep['compiles']} kernels in {prep['s']:.1f} s "
