@@ -16,7 +16,7 @@
 # Knobs: BATCHES (default 32 test batches per model), REPEATS (2), MODELS (A,B,C,D,E),
 # E2E_BATCHES (8), STEPS ("env tests compile bench e2e").
 # RECFLEX_TUNE=1 adds a "tune" step (not run by default):
-# tune model A with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
+# tune each of TUNE_MODELS (default A; TUNE_LIMIT_S applies to each) with a reduced budget (TUNE_BATCHES=32 tuning batches, 4 of them in the probes,
 # occupancies TUNE_OCC=4,8,2 measured in that order, probes of <= 32 candidates built 16 at a
 # time), then the ablations TUNE_ABLATIONS=binding,dispatch,naive,mutation (mutation: the 4
 # largest-spread multi-hot clusters, MUTATION_CANDIDATES=6 candidates each), then bench the
@@ -51,6 +51,7 @@ MODELS=${MODELS:-A,B,C,D,E}
 E2E_BATCHES=${E2E_BATCHES:-8}
 STEPS=${STEPS:-"env tests compile bench e2e"}
 if [ "${RECFLEX_TUNE:-0}" = 1 ]; then STEPS="$STEPS tune"; fi
+TUNE_MODELS=${TUNE_MODELS:-A}  # e.g. A,B,C,D,E: one tune (and its bench) after another
 TUNE_BATCHES=${TUNE_BATCHES:-32}
 TUNE_OCC=${TUNE_OCC:-4,8,2}
 TUNE_ABLATIONS=${TUNE_ABLATIONS:-binding,dispatch,naive,mutation}
@@ -100,35 +101,39 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
     tune)
         T=/tmp/recflex-tune
         mkdir -p "$T"
-        rm -f "$T/tuned-A.json" "$T/tuned-A.report.json"
-        step tune-A "$TUNE_LIMIT_S" python3 -m recflex.tune --model A --out "$T/tuned-A.json" \
+        for m in ${TUNE_MODELS//,/ }; do
+        rm -f "$T/tuned-$m.json" "$T/tuned-$m.report.json"
+        step "tune-$m" "$TUNE_LIMIT_S" python3 -m recflex.tune --model "$m" --out "$T/tuned-$m.json" \
             --batches "$TUNE_BATCHES" --local-batches 4 --occupancies "$TUNE_OCC" --chunk 32 \
             --jobs 16 --ablations "$TUNE_ABLATIONS" --mutation-features 4 \
             --mutation-candidates "$MUTATION_CANDIDATES" --local-budget-s "$TUNE_LOCAL_BUDGET_S" \
             --deadline-s "$TUNE_DEADLINE_S" --rows "$DIR/kernel.jsonl" --quiet
-        for f in tuned-A.json tuned-A.report.json; do  # whatever exists, even after a timeout
+        for f in "tuned-$m.json" "tuned-$m.report.json"; do  # whatever exists, even after a timeout
             [ -f "$T/$f" ] && cp "$T/$f" "$DIR/$f"
         done
-        python3 - "$T/tuned-A.report.json" <<'PY' 2>&1 | tee -a "$LOG"
+        python3 - "$T/tuned-$m.report.json" <<'PY' 2>&1 | tee -a "$LOG"
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
 except (OSError, ValueError) as e:
     sys.exit(f"no tuning report: {e}")
-keys = ("stage", "error", "clusters", "candidates", "occupancies", "occupancy", "global_curve",
-        "wall_s", "local_s", "global_s", "compiles", "compile_s", "cache_hits", "total_s",
-        "ablations_failed", "stages")
+keys = ("model", "stage", "error", "clusters", "candidates", "occupancies", "occupancy",
+        "global_curve", "wall_s", "local_s", "global_s", "compiles", "compile_s", "cache_hits",
+        "total_s", "ablations_failed", "stages")
 print(json.dumps({k: r.get(k) for k in keys if k in r}, indent=1))
 ab = r.get("ablations", {})
 print("ablations:", json.dumps({k: v for k, v in ab.items() if k in ("binding", "dispatch")}))
-for m in ab.get("mutation", []):
-    print(f"mutation {m['feature']}: chosen ranks {m['rank_of_chosen']} of {len(m['costs'])}")
+if "naive" in ab:
+    print(f"naive: {ab['naive']['cost']:.1f} vs two-stage {r.get('cost', float('nan')):.1f}")
+for mu in ab.get("mutation", []):
+    print(f"mutation {mu['feature']}: chosen ranks {mu['rank_of_chosen']} of {len(mu['costs'])}")
 print("local_scores rows:", len(r.get("local_scores", [])), "tuner notes:", r.get("tuner_notes"))
 print("notes:", r.get("notes", [])[:10])
 PY
-        [ -f "$T/tuned-A.json" ] && step bench-tuned-A 200 python3 -m recflex.bench \
-            --model A --plan "$T/tuned-A.json" --batches "$BATCHES" --repeats "$REPEATS" \
-            --out "$DIR/kernel.jsonl" ;;
+        [ -f "$T/tuned-$m.json" ] && step "bench-tuned-$m" 200 python3 -m recflex.bench \
+            --model "$m" --plan "$T/tuned-$m.json" --batches "$BATCHES" --repeats "$REPEATS" \
+            --out "$DIR/kernel.jsonl"
+        done ;;
     esac
 done
 
