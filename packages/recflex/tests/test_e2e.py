@@ -55,7 +55,7 @@ def test_e2e_outputs_agree_across_variants():
     mlp = e2e.make_mlp(w.sum_dims)
     p = pack(next(w.batches(1, seed=models.seed_for(w, "test"))))
     outs = []
-    for name in ("recflex", "recflex-feature-order", "torch"):
+    for name in ("recflex", "recflex-feature-order", "recflex-forward", "torch"):
         prepare, lookup, _ = bench.make_variant(name, tables, plan)
         outs.append(e2e.forward_fn(lookup, mlp)(prepare(p)))
     assert outs[0].shape == (p.batch_size, 1)

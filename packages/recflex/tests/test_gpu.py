@@ -190,3 +190,19 @@ def test_int64_addresses_past_2_to_31_elements():
     assert_close(out, torch.cat([want0, want1], dim=1))
     del w
     torch.cuda.empty_cache()
+
+
+def test_bench_times_the_launch_and_the_whole_forward(tmp_path):
+    import json
+
+    from recflex import bench
+
+    out = tmp_path / "rows.jsonl"
+    rc = bench.main(["--model", "test", "--batches", "3", "--repeats", "1", "--variants",
+                     "recflex,recflex-forward,recflex-feature-order,torch", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = {r["variant"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"recflex", "recflex-forward", "recflex-feature-order", "torch"}
+    assert all(r["value"] > 0 for r in rows.values())
+    assert "host_prepare_us_per_batch" in rows["recflex"]
+    assert "host_prepare_us_per_batch" not in rows["recflex-forward"]

@@ -113,20 +113,25 @@ def validate_ids(packed: Packed, rows: torch.Tensor, names: Sequence[str] | None
             f"{packed.offsets.numel()}"
         )
     offs = packed.offsets.to(torch.int64)
-    if offs.numel() > 1 and bool((offs[1:] < offs[:-1]).any()):
-        pos = int(torch.nonzero(offs[1:] < offs[:-1])[0])
+    n = packed.indices.numel()
+    # the offsets' checks in one device -> host read, then the ids' in one more (two syncs
+    # on a GPU); the details of a failure are read only then
+    drop = offs[1:] < offs[:-1]
+    failed = torch.stack([drop.any(), offs[0] != 0, offs[-1] != n]).tolist()
+    if failed[0]:
+        pos = int(torch.nonzero(drop)[0])
         raise ValueError(
             f"offsets decrease at position {pos + 1}: {int(offs[pos])} -> {int(offs[pos + 1])}"
         )
-    if int(offs[0]) != 0 or int(offs[-1]) != packed.indices.numel():
+    if failed[1] or failed[2]:
         raise ValueError(
-            f"offsets must run from 0 to the number of ids ({packed.indices.numel()}), got "
+            f"offsets must run from 0 to the number of ids ({n}), got "
             f"{int(offs[0])}..{int(offs[-1])}"
         )
-    if packed.indices.numel() == 0 or b == 0:
+    if n == 0 or b == 0:
         return
-    nnz = offs[b::b][:nf] - offs[0 : nf * b : b]
-    limit = torch.repeat_interleave(rows.to(torch.int64), nnz, output_size=packed.indices.numel())
+    nnz = offs[b::b][:nf] - offs[0 : nf * b : b]  # valid offsets: >= 0, summing to n
+    limit = torch.repeat_interleave(rows.to(torch.int64), nnz, output_size=n)
     ids = packed.indices.to(torch.int64)
     bad = (ids < 0) | (ids >= limit)
     if bool(bad.any()):
