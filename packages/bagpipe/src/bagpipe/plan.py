@@ -145,10 +145,7 @@ def _union(per_trainer: Sequence[np.ndarray]):
         return _EMPTY, _EMPTY, _EMPTY
     order = np.argsort(cat, kind="stable")
     s = cat[order]
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    starts = np.flatnonzero(keep)
+    starts = np.flatnonzero(_run_starts(s))
     counts = np.diff(np.append(starts, len(s)))
     ends = np.cumsum([len(a) for a in per_trainer])
     owner = np.searchsorted(ends, order[starts], side="right")  # the first (lowest) trainer
@@ -159,10 +156,15 @@ def _unions(steps) -> list:
     """``_union`` of every step, on a few threads (the sorts release the GIL)."""
     if len(steps) < 16:
         return [_union(s) for s in steps]
-    from concurrent.futures import ThreadPoolExecutor
+    return _map_threads(_union, steps, _worker_count())
 
-    with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) // 2))) as pool:
-        return list(pool.map(_union, steps, chunksize=8))
+
+def _run_starts(a: np.ndarray) -> np.ndarray:
+    """Mask of the first element of each run of equal values in sorted, non-empty ``a``."""
+    keep = np.empty(len(a), dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return keep
 
 
 def sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -175,12 +177,7 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
     [1, 2, 3]
     """
     a = np.sort(np.asarray(a, dtype=np.int64))
-    if len(a) < 2:
-        return a
-    keep = np.empty(len(a), dtype=bool)
-    keep[0] = True
-    np.not_equal(a[1:], a[:-1], out=keep[1:])
-    return a[keep]
+    return a if len(a) < 2 else a[_run_starts(a)]
 
 
 def _union2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,19 +238,24 @@ def make_plan(
     return plan
 
 
-def _shard_count(num_rows: int) -> int:
-    """Row ranges planned in parallel: one per two cores, at most 8, one for small tables."""
-    if num_rows < 1_000_000:
-        return 1
+def _worker_count() -> int:
+    """Planner threads: one per two cores, at most 8."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def _map_threads(fn, items: list) -> list:
-    if len(items) <= 1:
+def _shard_count(num_rows: int) -> int:
+    """Row ranges planned in parallel: one per worker thread, one for small tables."""
+    return 1 if num_rows < 1_000_000 else _worker_count()
+
+
+def _map_threads(fn, items: list, workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on ``workers`` threads (default one per item)."""
+    workers = workers or len(items)
+    if len(items) <= 1 or workers <= 1:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, items))
 
 

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 _log(f"ablation {a}: {failed[a]}")
                 continue
             ta = time.perf_counter()
-            c0 = dict(cost.stats)
+            c0 = tuner.cost_stats()
             _log(f"ablation {a}: start")
             try:
                 if a == "naive":
@@ -231,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             finally:
                 r.setdefault("stages", {}).setdefault("ablations", []).append(
-                    {
-                        "what": a,
-                        "s": round(time.perf_counter() - ta, 3),
-                        "compiles": int(cost.stats["compiles"] - c0["compiles"]),
-                        "compile_s": round(cost.stats["compile_s"] - c0["compile_s"], 3),
-                    }
+                    {"what": a, **tuner.stage_stats(c0, time.perf_counter() - ta)}
                 )
                 r["ablations"] = done
                 if failed:

@@ -543,11 +543,13 @@ class Tuner:
             self._last_checkpoint = now
             self.checkpoint(dict(self.partial))
 
-    def _cost_stats(self) -> dict:
+    def cost_stats(self) -> dict:
+        """The cost source's counters now (compiles, compile seconds, runs)."""
         return {k: self.cost.stats.get(k, 0) for k in ("compiles", "compile_s", "runs")}
 
-    def _stage_stats(self, before: dict, seconds: float, **extra) -> dict:
-        now = self._cost_stats()
+    def stage_stats(self, before: dict, seconds: float, **extra) -> dict:
+        """A stage's seconds and the counters it added since ``before`` (:meth:`cost_stats`)."""
+        now = self.cost_stats()
         return {
             "s": round(seconds, 3),
             "compiles": int(now["compiles"] - before["compiles"]),
@@ -610,13 +612,13 @@ class Tuner:
                 done_rows.append(_score_row(j, o))
         if todo:
             occ = sorted({j.occupancy or 0 for j in todo})
-            st0, t0 = self._cost_stats(), time.perf_counter()
+            st0, t0 = self.cost_stats(), time.perf_counter()
             self._log(f"{kind} stage o={occ}: preparing {len(todo)} probes")
             if kind == "local":
                 self.cost.prepare_local(todo)
             else:  # every candidate's one-feature kernel, in one parallel build
                 self.cost.prepare_alone(todo)
-            prep = self._stage_stats(st0, time.perf_counter() - t0)
+            prep = self.stage_stats(st0, time.perf_counter() - t0)
             self._log(
                 f"{kind} stage o={occ}: built {prep['compiles']} kernels in {prep['s']:.1f} s "
                 f"({len(jobs) - len(todo)} cached)"
@@ -641,7 +643,7 @@ class Tuner:
                     last = now
                     self._log(f"{kind} stage o={occ}: {n}/{len(todo)} probes in {now - t1:.1f} s")
                 self._save_partial()
-            st = self._stage_stats(st0, time.perf_counter() - t0, probe_s=round(now - t1, 3))
+            st = self.stage_stats(st0, time.perf_counter() - t0, probe_s=round(now - t1, 3))
             self.partial.setdefault("stages", {}).setdefault(kind, []).append(
                 {"occupancies": occ, "jobs": len(todo), "cached": len(jobs) - len(todo), **st}
             )
@@ -663,7 +665,7 @@ class Tuner:
             self.cache.get(self._global_key(p, data_key, dispatch, binding)) for p in plans
         ]
         miss = [p for p, v in zip(plans, vals) if v is None]
-        st0, t0 = self._cost_stats(), time.perf_counter()
+        st0, t0 = self.cost_stats(), time.perf_counter()
         if miss:
             self._log(f"{desc}: building {len(miss)} kernels")
             self.cost.prepare_global(miss, dispatch)
@@ -687,7 +689,7 @@ class Tuner:
                 )
             out.append(INF if v is None else float(v))
         if miss:
-            st = self._stage_stats(st0, time.perf_counter() - t0)
+            st = self.stage_stats(st0, time.perf_counter() - t0)
             self._log(
                 f"{desc}: {len(miss)} plans in {st['s']:.1f} s ({st['compiles']} compiles, "
                 f"{st['compile_s']:.1f} s compiling)"
