@@ -20,7 +20,9 @@
 # occupancies TUNE_OCC=4,8,2 measured in that order, probes of <= 32 candidates built 16 at a
 # time), then the ablations TUNE_ABLATIONS=binding,dispatch,naive,mutation (mutation: the 4
 # largest-spread multi-hot clusters, MUTATION_CANDIDATES=6 candidates each), then bench the
-# tuned plan against the baselines. Budget (the step's timeout TUNE_LIMIT_S=560 s): the local
+# tuned plan against the baselines (TUNE_BENCH=0: tune only). TUNE_LIMIT_S_<model> (e.g.
+# TUNE_LIMIT_S_C=200) gives one model its own limit, with the same 54% / 75% split; TUNE_JOBS
+# (16) parallel builds. Budget (the step's timeout TUNE_LIMIT_S=560 s): the local
 # stage starts another occupancy only while it fits TUNE_LOCAL_BUDGET_S (54% of the limit,
 # 302 s; judged by the slowest occupancy so far), and no ablation starts after
 # TUNE_DEADLINE_S (75%, 420 s). One device call has 600 s: for the tune alone plus the tuned
@@ -103,11 +105,18 @@ for b in baselines.BASELINES: print(\"baseline\", b, baselines.available(b) or \
         mkdir -p "$T"
         for m in ${TUNE_MODELS//,/ }; do
         rm -f "$T/tuned-$m.json" "$T/tuned-$m.report.json"
-        step "tune-$m" "$TUNE_LIMIT_S" python3 -m recflex.tune --model "$m" --out "$T/tuned-$m.json" \
+        lim_var="TUNE_LIMIT_S_$m"  # e.g. TUNE_LIMIT_S_C=200: that model's own limit
+        lim=${!lim_var:-$TUNE_LIMIT_S}
+        if [ "$lim" = "$TUNE_LIMIT_S" ]; then
+            local_s=$TUNE_LOCAL_BUDGET_S deadline_s=$TUNE_DEADLINE_S
+        else
+            local_s=$((lim * 54 / 100)) deadline_s=$((lim * 3 / 4))
+        fi
+        step "tune-$m" "$lim" python3 -m recflex.tune --model "$m" --out "$T/tuned-$m.json" \
             --batches "$TUNE_BATCHES" --local-batches 4 --occupancies "$TUNE_OCC" --chunk 32 \
-            --jobs 16 --ablations "$TUNE_ABLATIONS" --mutation-features 4 \
-            --mutation-candidates "$MUTATION_CANDIDATES" --local-budget-s "$TUNE_LOCAL_BUDGET_S" \
-            --deadline-s "$TUNE_DEADLINE_S" --rows "$DIR/kernel.jsonl" --quiet
+            --jobs "${TUNE_JOBS:-16}" --ablations "$TUNE_ABLATIONS" --mutation-features 4 \
+            --mutation-candidates "$MUTATION_CANDIDATES" --local-budget-s "$local_s" \
+            --deadline-s "$deadline_s" --rows "$DIR/kernel.jsonl" --quiet
         for f in "tuned-$m.json" "tuned-$m.report.json"; do  # whatever exists, even after a timeout
             [ -f "$T/$f" ] && cp "$T/$f" "$DIR/$f"
         done
@@ -130,7 +139,7 @@ for mu in ab.get("mutation", []):
 print("local_scores rows:", len(r.get("local_scores", [])), "tuner notes:", r.get("tuner_notes"))
 print("notes:", r.get("notes", [])[:10])
 PY
-        [ -f "$T/tuned-$m.json" ] && step "bench-tuned-$m" 200 python3 -m recflex.bench \
+        [ -f "$T/tuned-$m.json" ] && [ "${TUNE_BENCH:-1}" = 1 ] && step "bench-tuned-$m" 200 python3 -m recflex.bench \
             --model "$m" --plan "$T/tuned-$m.json" --batches "$BATCHES" --repeats "$REPEATS" \
             --out "$DIR/kernel.jsonl"
         done ;;

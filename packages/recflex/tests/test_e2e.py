@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rec_common.results import check_row, read_rows, write_rows
-from recflex import baselines, bench, e2e
+from recflex import baselines, bench, e2e, models
 
 
 def test_mlp_shape_and_same_weights():
@@ -46,7 +46,6 @@ def test_e2e_rows_on_cpu(tmp_path):
 
 
 def test_e2e_outputs_agree_across_variants():
-    from recflex import models
     from recflex.inputs import pack
 
     w = models.workload("test")
@@ -61,3 +60,30 @@ def test_e2e_outputs_agree_across_variants():
     assert outs[0].shape == (p.batch_size, 1)
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], atol=1e-4, rtol=1e-4)
+
+
+def test_default_variant_runs_the_heuristic_plan_beside_another():
+    """``recflex-default`` runs the heuristic plan whatever ``--plan`` names, gives the same
+    output, needs that plan passed in, and is dropped when ``--plan default`` (a duplicate)."""
+    import argparse
+
+    from recflex.inputs import pack
+
+    w = models.workload("test")
+    tables = w.make_tables()
+    default = models.plan_for(w, "default")
+    other = default.with_occupancy(1 if default.occupancy != 1 else 2)
+    p = pack(next(w.batches(1, seed=models.seed_for(w, "test"))))
+    outs = []
+    for name, plan in (("recflex", other), ("recflex-default", other)):
+        prepare, lookup, emb = bench.make_variant(name, tables, plan, default_plan=default)
+        outs.append(lookup(prepare(p)))
+        assert emb.plan == (other if name == "recflex" else default)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="recflex-default needs default_plan"):
+        bench.make_variant("recflex-default", tables, other)
+    names = ["recflex", "recflex-default", "torch"]
+    same = argparse.Namespace(plan="default", variants=names)
+    assert bench._variants(same) == ["recflex", "torch"]
+    tuned = argparse.Namespace(plan="plans/{model}.json", variants=names)
+    assert bench._variants(tuned) == names

@@ -3,7 +3,8 @@
 All variants run in one process on one GPU over the same batches: ``recflex`` (the plan's
 fused kernel, heaviest blocks launched first: the module's default; ``recflex-feature-order``
 the same with the blocks in feature order, the artifact's; ``recflex-forward`` the whole
-``forward`` from a GPU-resident batch: binding, bounds check and launch), ``torch`` (per-feature
+``forward`` from a GPU-resident batch: binding, bounds check and launch; ``recflex-default``
+the heuristic plan's kernel, beside a tuned ``--plan FILE``), ``torch`` (per-feature
 ``embedding_bag`` + ``cat``), ``fbgemm-tbe`` (FBGEMM's
 inference TBE) and ``torchrec`` (``FusedEmbeddingBagCollection`` forward). Each variant's
 host work (packing, runtime binding, copies) is done before timing; the metric is the sum
@@ -42,7 +43,12 @@ from recflex.reference import embedding_bag_reference
 # "recflex-forward" times the module's whole forward on a batch already on the GPU (runtime
 # binding there, the ids' bounds check, the launch), as the baselines' runs include their
 # own per-batch work; "recflex" times the launch alone, the paper's kernel-sum method.
-VARIANTS = ("recflex", "recflex-feature-order", "recflex-forward", *baselines.BASELINES)
+# "recflex-default" is the heuristic plan's kernel, so that a tuned plan (--plan FILE) and
+# the default one are timed in the same run.
+VARIANTS = (
+    "recflex", "recflex-feature-order", "recflex-forward", "recflex-default",
+    *baselines.BASELINES,
+)  # fmt: skip
 EXAMPLE = (
     "example: python -m recflex.bench --model A,B,C,D,E --plan default --batches 128 "
     "--out results/recflex/kernel.jsonl; end to end with the MLP: python -m recflex.bench "
@@ -117,12 +123,17 @@ def _check(name, out, ref, what: str = "embedding_bag") -> str | None:
     return None if err <= 1e-3 * scale else f"max |diff| vs {what} is {err:.3e}"
 
 
-def make_variant(name: str, tables, plan, dispatch: str = "if-else"):
+def make_variant(name: str, tables, plan, dispatch: str = "if-else", default_plan=None):
     """``(prepare, run, emb)`` of variant ``name`` over ``tables``: ``prepare(packed)`` is
     the untimed host work, ``run(prepared)`` returns ``[B, sum of dims]``; ``emb`` is the
-    :class:`FusedEmbedding` of a recflex variant, else None. On CPU tables recflex runs
-    its emulation (no host/launch split there)."""
+    :class:`FusedEmbedding` of a recflex variant, else None. ``recflex-default`` runs
+    ``default_plan`` instead of ``plan``. On CPU tables recflex runs its emulation (no
+    host/launch split there)."""
     if name.startswith("recflex"):
+        if name == "recflex-default":
+            if default_plan is None:
+                raise ValueError("variant recflex-default needs default_plan")
+            plan = default_plan
         order = "feature" if name == "recflex-feature-order" else "heavy-first"
         emb = FusedEmbedding(tables, plan, dispatch=dispatch, task_order=order)
         if emb.device.type == "cuda":
@@ -141,6 +152,7 @@ def make_variant(name: str, tables, plan, dispatch: str = "if-else"):
 def _test_batches(model: str, args, log, dev):
     w = models.workload(model)
     plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
+    default = models.plan_for(w, "default", args.occupancy)
     tables = w.make_tables(device=dev)
     t0 = time.perf_counter()
     threads = min(8, os.cpu_count() or 1)  # model A's 128 batches: minutes on one thread
@@ -159,7 +171,13 @@ def _test_batches(model: str, args, log, dev):
         "features": w.num_features,
         "sum_dims": w.sum_dims,
     }
-    return w, plan, tables, host, common
+    return w, (plan, default), tables, host, common
+
+
+def _variants(args) -> list[str]:
+    """``args.variants``, less ``recflex-default`` when the plan is the default one."""
+    same = str(args.plan) == "default"
+    return [v for v in args.variants if not (same and v == "recflex-default")]
 
 
 def _add_ratios(rows: list[dict], baseline: str, model: str, log) -> None:
@@ -177,13 +195,13 @@ def _add_ratios(rows: list[dict], baseline: str, model: str, log) -> None:
 
 def bench_model(model: str, args, log) -> list[dict]:
     dev = torch.device("cuda")
-    _w, plan, tables, host, common = _test_batches(model, args, log, dev)
+    _w, (plan, default), tables, host, common = _test_batches(model, args, log, dev)
     refs = [embedding_bag_reference(tables, p.to(dev, torch.int64)) for p in host[:2]]
     rows = []
-    for name in args.variants:
+    for name in _variants(args):
         extra = {}
         try:
-            prepare, run, emb = make_variant(name, tables, plan, args.dispatch)
+            prepare, run, emb = make_variant(name, tables, plan, args.dispatch, default)
             t1 = time.perf_counter()
             staged = [prepare(p) for p in host]
             torch.cuda.synchronize()
@@ -240,16 +258,16 @@ def bench_e2e(model: str, args, log, device: torch.device | str = "cuda") -> lis
     ``args.variants`` that runs here, after checking its output against ``embedding_bag``
     + the same MLP. Runs on CPU too (recflex emulated; times then are host times)."""
     dev = torch.device(device)
-    w, plan, tables, host, common = _test_batches(model, args, log, dev)
+    w, (plan, default), tables, host, common = _test_batches(model, args, log, dev)
     mlp = e2e.make_mlp(w.sum_dims, device=dev)
     common["mlp"] = "-".join(map(str, mlp.sizes))
     with torch.no_grad():
         refs = [mlp(embedding_bag_reference(tables, p.to(dev, torch.int64))) for p in host[:2]]
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     rows = []
-    for name in args.variants:
+    for name in _variants(args):
         try:
-            prepare, lookup, emb = make_variant(name, tables, plan, args.dispatch)
+            prepare, lookup, emb = make_variant(name, tables, plan, args.dispatch, default)
             staged = [prepare(p) for p in host]
             forward = e2e.forward_fn(lookup, mlp)
             for i, ref in enumerate(refs):
@@ -293,11 +311,13 @@ def _prebuild(args, log) -> None:
     for model in args.model:
         try:
             w = models.workload(model)
-            plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
+            plans = [models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)]
         except (ValueError, FileNotFoundError):
             continue  # reported when the model runs
+        if "recflex-default" in _variants(args):
+            plans.append(models.plan_for(w, "default", args.occupancy))
         idt = "int32" if w.index_dtype == torch.int32 else "int64"
-        kernels.append(generate(plan, index_dtype=idt, dispatch=args.dispatch))
+        kernels += [generate(p, index_dtype=idt, dispatch=args.dispatch) for p in plans]
     t0 = time.perf_counter()
     try:
         done = build.prebuild(kernels, launch.arch_of(torch.cuda.current_device()), jobs=8)
