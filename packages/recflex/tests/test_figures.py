@@ -119,6 +119,12 @@ def test_e2e_rows_are_normalized_apart_from_kernel_rows():
         "recflex-A": {"recflex": 1.0, "recflex-tuned": 2.0}
     }
     assert figures.normalized([tuned]) == {"recflex-A": {"recflex-tuned": 1.0}}
+    beside = make_row(package="recflex", benchmark="kernel", workload="recflex-A",
+                      variant="recflex-default", metric="kernel_time", unit="us", value=0.8,
+                      plan="/tmp/recflex-tune/tuned-A.json")  # fmt: skip
+    assert figures.normalized([tuned, beside]) == {  # the heuristic plan keeps its name
+        "recflex-A": {"recflex-tuned": 1.0, "recflex-default": 0.5 / 0.8}
+    }
 
 
 def test_cli_draws_every_figure(tmp_path, capsys):

@@ -97,13 +97,15 @@ def plot_workloads(out: Path, model_list=("A", "B", "C", "D", "E")) -> Path:
 def normalized(rows: list[dict], metric: str = "kernel_time") -> dict[str, dict[str, float]]:
     """``{workload: {variant: T_recflex / T_variant}}`` from ``metric`` rows of the benchmark
     (not the tuner's ablation rows; the last row of each (workload, variant) wins). Rows of
-    a recflex variant run with a plan file become ``<variant>-tuned``; ``recflex`` is the
-    default plan (the tuned one when only that ran)."""
+    a recflex variant run with a plan file become ``<variant>-tuned`` (``recflex-default``
+    keeps its name: it is the heuristic plan); ``recflex`` is the default plan (the tuned one
+    when only that ran)."""
     latest: dict[tuple[str, str], float] = {}
     for r in rows:
         if r.get("metric") == metric and r.get("benchmark") != "ablation":
             var = r["variant"]
-            if var.startswith("recflex") and r.get("plan") not in (None, "default"):
+            tuned = r.get("plan") not in (None, "default")
+            if var.startswith("recflex") and var != "recflex-default" and tuned:
                 var += "-tuned"  # a plan file (python -m recflex.tune): its own bar
             latest[(r["workload"], var)] = float(r["value"])
     out: dict[str, dict[str, float]] = {}
