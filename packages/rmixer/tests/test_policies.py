@@ -155,6 +155,9 @@ def test_cpu_gate_beta_and_straggler_guard():
     ctx = Context([slow, fast, *others], gpu, set(), epoch, finished=0, beta=4.0)
     assert not cpu_gate(slow, ctx)  # would outlive the GPUs' remaining work
     assert cpu_gate(fast, ctx)
+    ctx.cpu_slowdown = 100.0  # CPU jobs ran 100x slower than their profiles beside the GPUs
+    assert not cpu_gate(fast, ctx)  # 0.2 s x 100 > the GPUs' ~17 s of remaining work
+    ctx.cpu_slowdown = 1.0
     ctx.finished = len(epoch) - 16  # 16 left = beta x 4 GPU slots: no more CPU jobs
     assert not cpu_gate(fast, ctx)
     unknown_cpu = PendingJob(50, 50, "u", 100, info(500, 1, "low", 0.01, 0.1),

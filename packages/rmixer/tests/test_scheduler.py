@@ -121,3 +121,32 @@ def test_restart_reattaches_live_workers_and_requeues_the_rest(tmp_path, launche
     finish(b)
     assert [b.store.get(i)["state"] for i in ids] == ["done"] * 4
     assert events_of(b, "recovered") and events_of(b, "job_requeued")
+
+
+def test_cpu_jobs_teach_the_corun_slowdown_and_it_is_saved(tmp_path, launcher):
+    """A CPU job that runs slower than its (here absurdly fast) profile raises the CPU's
+    co-run slowdown, which the CPU gate then applies; it is saved with the profiles."""
+    jobs = [tiny_job(i) for i in range(8)]  # enough GPU work left for the gate to let one go
+    k = Knowledge({}, tmp_path / "profiles.json")
+    for j in jobs:
+        cfg = j["config"]
+        k.put("cpu", {"key": config_key(cfg), "model": cfg["model"], "iter_s": 1e-6,
+                      "setup_s": 1e-6, "peak_mb": 100.0,
+                      "correction": 100.0 / estimate(cfg, "cpu").total_mb,
+                      "intensity": 1.0, "klass": "low"})  # fmt: skip
+    s = make_scheduler(tmp_path, launcher, policy="sequential", gpu_slots=1, cpu_slots=1,
+                       knowledge=k)  # fmt: skip
+    assert k.corun_slowdown("cpu") == 1.0
+    _, ids = s.submit(jobs)
+    s.run_until_idle(timeout=120)
+    finish(s)
+    on_cpu = [i for i in ids if s.store.get(i)["device"] == "cpu"]
+    assert on_cpu and all(s.store.get(i)["state"] == "done" for i in ids)
+    ratios = k.entries["corun/cpu"]["ratios"]
+    assert len(ratios) == len(on_cpu) and min(ratios) > 10  # ms-long jobs vs a 10 us profile
+    assert k.corun_slowdown("cpu") > 10
+    assert Knowledge.load(tmp_path / "profiles.json").corun_slowdown("cpu") == k.corun_slowdown(
+        "cpu"
+    )
+    learned = events_of(s, "corun_slowdown")
+    assert learned and learned[0]["before"] == 1.0 and learned[0]["after"] > 10

@@ -97,7 +97,10 @@ def test_device_helpers():
     d = devices.Device("cuda:0", "gpu", 2, 10000, baseline_mb=1000)
     d.reserve(1, 1000, 50, "compute")
     d.live_used_mb = 1000 + 1200 + 1500  # 1.5 GB more than bookkept: not released yet
-    assert d.drifting() and not d.fits(10)
+    assert d.used_mb() == 3700 and d.fits(10)  # still room: placement goes on
+    assert not d.fits(5500)  # 3700 + 1.2 x 5500 > 10000, though reserved 2200 + 6600 fits
+    d.live_used_mb = 1500  # below the bookkeeping (a job not started yet): reservations count
+    assert d.used_mb() == 2200 and not d.fits(6700) and d.fits(6500)
     d.live_used_mb = None
     assert d.majority_class() == "compute" and d.fits(10)
     with pytest.raises(ValueError, match="already running"):
@@ -129,6 +132,8 @@ def test_makespan_pipeline_on_cpu_stand_ins(tmp_path, capsys, gpus, copies):
         assert r["done"] == len(models) and r["ooms"] == 0 and r["max_slots_in_use"] <= 2
         assert r["num_gpus"] == gpus and r["baseline"] == "monolithic" and r["ratio"] > 0
         assert len(r["job_spans"]) == len(models)
+        before, after = r["cpu_corun_slowdown"]  # the CPU gate's correction, learned on the way
+        assert before >= 1.0 and after >= 1.0
     assert {r["metric"] for r in rows} == {"makespan", "throughput", "iteration_time"}
     assert {r["workload"] for r in rows if r["benchmark"] == "standalone"} >= {"dlrm-7e41f7b6b2"}
     assert (out / "gantt.png").exists()

@@ -78,21 +78,18 @@ class Device:
                 return c
         return "compute"
 
-    def drifting(self) -> bool:
-        """Live usage above the bookkept value by more than the allowed drift: memory of a
-        finished job is not released yet, or an estimate is low; wait before placing more."""
-        return (
-            self.live_used_mb is not None
-            and self.live_used_mb - self.reserved_mb > constants.NVML_DRIFT_MB
-        )
+    def used_mb(self) -> float:
+        """Memory taken now: the bookkept reservations, or the live reading when it is higher
+        (memory of a finished job not released yet, an estimate too low, other processes such
+        as the MPS server or pre-started CUDA workers)."""
+        live = self.live_used_mb
+        return self.reserved_mb if live is None else max(self.reserved_mb, live)
 
     def fits(self, mem_mb: float, margin: float = constants.MEMORY_MARGIN) -> bool:
-        """The fit test: a free slot, no drift, and reserved + margin x estimate <= total."""
-        return (
-            self.free_slots > 0
-            and not self.drifting()
-            and self.reserved_mb + margin * mem_mb <= self.total_mb
-        )
+        """The fit test: a free slot, and what is taken now (:meth:`used_mb`) + margin x
+        estimate <= total. A live reading above the bookkeeping leaves less room; it does
+        not stop placement while the job still fits."""
+        return self.free_slots > 0 and self.used_mb() + margin * mem_mb <= self.total_mb
 
     def reserve(self, job_id: int, mem_mb: float, intensity: float, klass: str,
                 margin: float = constants.MEMORY_MARGIN) -> float:  # fmt: skip

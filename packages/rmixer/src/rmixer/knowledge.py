@@ -8,6 +8,12 @@ not profiled borrows the mean correction and intensity of profiled configs of th
 failing that it gets the analytic estimate and intensity 0 ("low"), and its knowledge says so
 (``source``), which the server logs.
 
+Profiles are taken alone; a job placed beside others runs slower. :meth:`Knowledge.record_corun`
+keeps, per device kind, the ratio of observed to predicted duration of the jobs that finished
+there, and :meth:`Knowledge.corun_slowdown` (their median, 1.0 before any) corrects the
+predictions that decide placement (the CPU gate). They are saved with the profiles, so a later
+run starts from them.
+
 >>> k = Knowledge({})
 >>> from rmixer.configs import normalize
 >>> info = k.info(normalize({"model": "deepfm", "batch_size": 64, "rows": 100}, "d"), "cpu")
@@ -114,6 +120,25 @@ class Knowledge:
 
     def get(self, kind: str, key: str) -> dict | None:
         return self.entries.get(f"{kind}/{key}")
+
+    def record_corun(self, kind: str, observed_s: float, predicted_s: float | None) -> None:
+        """One finished job on ``kind``: its observed duration against the standalone
+        prediction (ignored without a prediction). The last CORUN_KEEP ratios are kept."""
+        if not predicted_s or predicted_s <= 0 or observed_s <= 0:
+            return
+        e = self.entries.get(f"corun/{kind}") or {"key": kind, "ratios": []}
+        ratios = [*e["ratios"], round(observed_s / predicted_s, 4)][-constants.CORUN_KEEP :]
+        self.entries[f"corun/{kind}"] = {"key": kind, "ratios": ratios}
+
+    def corun_slowdown(self, kind: str) -> float:
+        """Median observed / predicted duration of the jobs finished on ``kind``, at least
+        1.0 (1.0 before any)."""
+        ratios = sorted((self.entries.get(f"corun/{kind}") or {}).get("ratios", []))
+        if not ratios:
+            return 1.0
+        mid = len(ratios) // 2
+        med = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+        return max(1.0, med)
 
     def info(self, cfg: dict, kind: str) -> JobInfo:
         """Knowledge of config ``cfg`` on device kind ``kind`` (``"cuda"`` or ``"cpu"``)."""

@@ -167,6 +167,7 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
                       launcher=launcher, margin=args.margin, beta=args.beta,
                       cpu_threads=args.cpu_threads, job_env=job_env, reader=reader)  # fmt: skip
     timed_out = False
+    corun_before = knowledge.corun_slowdown("cpu")  # what the CPU gate starts this run with
     try:
         sched.launcher.warm()
         if gpus:  # fresh CUDA workers with this run's environment (MPS), imports done
@@ -227,6 +228,7 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
         "peak_live_mb": sched.peak_live_mb,
         "peak_job_mb": max((s["peak_mb"] or 0 for s in spans), default=0),
         "slowdowns": slowdowns, "mps": mps_state, "timed_out": timed_out,
+        "cpu_corun_slowdown": [round(corun_before, 3), round(knowledge.corun_slowdown("cpu"), 3)],
     }  # fmt: skip
 
 
@@ -251,6 +253,7 @@ def build_rows(results: dict, mix_jobs: dict[str, list[dict]], configs: dict[str
             peak_job_mb=round(r["peak_job_mb"], 1),
             slowdown_median=statistics.median(sd), slowdown_max=max(sd),
             ratio_vs_mps=(mps["makespan_s"] / r["makespan_s"]) if mps and r["makespan_s"] else None,
+            cpu_corun_slowdown=r.get("cpu_corun_slowdown"),  # [at the start, at the end]
         )  # fmt: skip
         rows.append(make_row(
             metric="makespan", unit="s", value=r["makespan_s"], n=1,

@@ -3,8 +3,8 @@
 Every policy sees a :class:`Context` (pending jobs with their knowledge, the devices' state,
 how many jobs of the current epoch finished) and returns one :class:`Placement` or None; the
 scheduler reserves it and asks again until None. All share the fit test of
-:meth:`rmixer.devices.Device.fits` (free slot, no NVML drift, reserved + 1.2 x estimate <=
-total), so none can exceed a slot or memory limit.
+:meth:`rmixer.devices.Device.fits` (free slot, and the larger of reserved and live memory +
+1.2 x estimate <= total), so none can exceed a slot or memory limit.
 
 - ``monolithic``: one job per GPU at a time, in submission order; the CPU is not used.
 - ``mps``: synchronous rounds of k jobs per GPU (k = GPU slots), in submission order; the
@@ -73,6 +73,7 @@ class Context:
     finished: int = 0
     margin: float = constants.MEMORY_MARGIN
     beta: float = constants.DEFAULT_BETA
+    cpu_slowdown: float = 1.0  # observed / predicted CPU job time so far (knowledge.corun_slowdown)
 
     @property
     def gpus(self) -> list[Device]:
@@ -121,8 +122,9 @@ class Policy:
 def cpu_gate(job: PendingJob, ctx: Context) -> bool:
     """May the CPU take ``job`` now? Only while more than beta x GPU slots jobs of the epoch
     remain (the artifact's rule), and, when both standalone times are known, only if its CPU
-    time fits within the predicted time the GPUs stay busy (so it does not become the
-    straggler). Without GPUs the CPU may always take jobs."""
+    time (times the co-run slowdown CPU jobs showed so far) fits within the predicted time the
+    GPUs stay busy (so it does not become the straggler). Without GPUs the CPU may always take
+    jobs."""
     gpus = ctx.gpus
     if not gpus or fits_no_gpu(job, ctx):
         return True
@@ -133,6 +135,7 @@ def cpu_gate(job: PendingJob, ctx: Context) -> bool:
     cpu_s = job.cpu.standalone_s(job.iterations)
     if cpu_s is None:  # GPU time known but CPU time not: do not risk a straggler
         return job.gpu.iter_s is None
+    cpu_s *= ctx.cpu_slowdown  # profiled alone; beside running GPU jobs it was this much slower
     others = [p.gpu.standalone_s(p.iterations) for p in ctx.pending if p.id != job.id]
     if any(s is None for s in others):
         return True

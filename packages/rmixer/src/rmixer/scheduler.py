@@ -314,7 +314,7 @@ class Scheduler:
             if v is not None:
                 epoch.append((v.intensity, v.seq, v.id))
         ctx = Context(views, self.devices, set(self._handles), epoch, finished, self.margin,
-                      self.beta)  # fmt: skip
+                      self.beta, self.knowledge.corun_slowdown("cpu"))  # fmt: skip
         placed = []
         while ctx.pending:
             choice = self.policy.pick(ctx)
@@ -403,6 +403,8 @@ class Scheduler:
         if status == "done":
             self.store.update(jid, state="done", finished_at=now, result=result)
             self.events.emit("job_end", **base, state="done")
+            if dev is not None and dev.kind == "cpu":
+                self._learn_corun(job, result)
             return
         if status == "oom":
             self._retry_oom(job, result, dev, base)
@@ -410,6 +412,25 @@ class Scheduler:
         err = result.get("error") or "unknown error"
         self.store.update(jid, state="failed", finished_at=now, result=result, error=err)
         self.events.emit("job_end", **base, state="failed", error=err)
+
+    def _learn_corun(self, job: dict, result: dict) -> None:
+        """A CPU job finished: record how much slower than its profile it ran, and save it
+        with the profiles when they came from a file."""
+        view = self._views.get(job["id"])
+        t0, t1 = result.get("t_start"), result.get("t_end")
+        if view is None or t0 is None or t1 is None:
+            return
+        before = self.knowledge.corun_slowdown("cpu")
+        self.knowledge.record_corun("cpu", t1 - t0, view.cpu.standalone_s(job["iterations"]))
+        after = self.knowledge.corun_slowdown("cpu")
+        if after != before:
+            self.events.emit("corun_slowdown", kind="cpu", before=round(before, 3),
+                             after=round(after, 3), job=job["id"])  # fmt: skip
+        if self.knowledge.path is not None:
+            try:
+                self.knowledge.save()
+            except OSError as exc:  # a read-only cache must not stop the scheduler
+                self.events.emit("knowledge_not_saved", error=str(exc))
 
     def _retry_oom(self, job: dict, result: dict, dev: Device | None, base: dict) -> None:
         jid = job["id"]
