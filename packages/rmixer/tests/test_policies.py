@@ -39,7 +39,7 @@ def devices(n_gpus=1, gpu_slots=4, cpu_slots=2, gpu_mb=16000):
     return devs
 
 
-def simulate(policy_name, jobs, devs, seed=0, beta=4.0):
+def simulate(policy_name, jobs, devs, seed=0, beta=4.0, mps=False):
     """Run to completion; returns the placement log and checks invariants at every step."""
     rng = random.Random(seed)
     policy = make_policy(policy_name, seed)
@@ -52,7 +52,7 @@ def simulate(policy_name, jobs, devs, seed=0, beta=4.0):
     while pending or running:
         steps += 1
         assert steps < 10_000, "simulation does not progress"
-        ctx = Context(pending, devs, set(running), epoch, len(finished), 1.2, beta)
+        ctx = Context(pending, devs, set(running), epoch, len(finished), 1.2, beta, mps=mps)
         while (choice := policy.pick(ctx)) is not None:
             job, dev = choice.job, choice.device
             assert job in pending, "a policy picked a job that is not pending"
@@ -65,7 +65,7 @@ def simulate(policy_name, jobs, devs, seed=0, beta=4.0):
             pending = [p for p in pending if p.id != job.id]
             log.append({"job": job.id, "device": dev.name, "finished": len(finished),
                         "running_round": set(running) - {job.id}})  # fmt: skip
-            ctx = Context(pending, devs, set(running), epoch, len(finished), 1.2, beta)
+            ctx = Context(pending, devs, set(running), epoch, len(finished), 1.2, beta, mps=mps)
         if not running:
             assert not pending, f"{policy_name} left {len(pending)} jobs unplaced with idle devices"
             break
@@ -89,6 +89,35 @@ def test_invariants_every_policy(policy, n_gpus):
     assert len(log) == len(jobs)
     if not POLICIES[policy].uses_cpu:
         assert all(e["device"] != "cpu" for e in log)
+
+
+@pytest.mark.parametrize("n_gpus", [1, 2, 4])
+def test_invariants_dymix_under_mps(n_gpus):
+    jobs = make_jobs(40, seed=n_gpus + 10)
+    log = simulate("rmixer", jobs, devices(n_gpus), seed=5, mps=True)
+    assert len(log) == len(jobs)
+
+
+def test_dymix_under_mps_fills_each_gpu_up_to_the_intensity_target():
+    """Most intense job under MPS_INTENSITY_FILL (150) minus what runs, else the least
+    intense: heavy and light jobs share the GPU instead of the heavy ones going first."""
+    intensities = [90.0, 90.0, 69.0, 37.0, 21.0, 9.0, 9.0]
+    jobs = [PendingJob(i, i, f"j{i}", 100, info(500, x, "compute" if x > 50 else "low", 0.01, 0.1),
+                       info(500, 0, "low", kind="cpu")) for i, x in enumerate(intensities)]  # fmt: skip
+    devs = devices(1, gpu_slots=4, cpu_slots=0)
+    policy = DyMix()
+    ctx = Context(list(jobs), devs, mps=True)
+    picked = []
+    while (choice := policy.pick(ctx)) is not None:
+        picked.append(choice.job.intensity)
+        devs[0].reserve(choice.job.id, 500, choice.job.intensity, choice.job.klass)
+        ctx.pending = [j for j in ctx.pending if j.id != choice.job.id]
+    # 90 (room 60) -> 37 (room 23) -> 21 (room 2) -> none fits: the least intense, 9
+    assert picked == [90.0, 37.0, 21.0, 9.0]
+    some = [j for j in jobs if j.intensity in (90.0, 69.0, 37.0)]
+    assert policy.pick(Context(some, devices(1, cpu_slots=0), mps=True)).job.intensity == 90.0
+    # not under MPS: the paper's rule as before (an idle GPU first takes a non-compute job)
+    assert policy.pick(Context(some, devices(1, cpu_slots=0))).job.intensity == 37.0
 
 
 def test_monolithic_one_job_per_gpu_in_submission_order():

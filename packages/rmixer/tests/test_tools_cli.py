@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,23 @@ def test_makespan_plan_keeps_the_important_runs_and_says_when_over_budget():
     total = sum(makespan.predict_run(jobs[m], g, p, k, "cuda", f) for m, g, p in chosen)
     assert total == pytest.approx(2000, rel=0.01)
     assert "0.0000" not in makespan.describe_scale(1e-7, jobs)
+
+
+def test_mps_model_reproduces_run_5(capsys):
+    """The model behind MPS_INTENSITY_FILL, on the committed run 5 (one H200): it must keep
+    giving the numbers docs/rmixer/makespan.md and the constant's comment quote."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[3]
+    results = root / "results/rmixer/makespan.jsonl"
+    script = root / "packages/rmixer/benchmarks/mps_model.py"
+    if not results.exists() or not script.exists():
+        pytest.skip("needs the repository's results/ and benchmarks/ (a source checkout)")
+    spec = importlib.util.spec_from_file_location("mps_model", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(results), "--commit-prefix", "dc13fd39", "--gpus", "1",
+                     "--caps", "150", "--fills", "150"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "mps 40.75 s" in out and "rmixer@mps 39.25 s" in out
+    assert "mps-rounds 39.0  intensity-desc 38.2  fill150 30.8" in out

@@ -11,7 +11,10 @@ scheduler reserves it and asks again until None. All share the fit test of
   next round starts when the whole round has finished (run under the MPS daemon).
 - ``rmixer``: dyMix. Jobs in decreasing compute intensity; the GPU with the least reserved
   memory takes the first job whose class differs from its running majority (else the first
-  that fits); when no GPU takes one, the CPU may take a job from the low-intensity tail
+  that fits). Under MPS (``rmixer@mps``, ``Context.mps``) the GPU instead takes the most
+  intense job whose intensity still fits under ``MPS_INTENSITY_FILL`` minus the intensities
+  running there, else the least intense one, so heavy and light jobs share each GPU all along
+  instead of the heavy ones co-running first and the light ones last; when no GPU takes one, the CPU may take a job from the low-intensity tail
   (position >= threshold x N, threshold = GPU slots / (GPU + CPU slots)) while more than
   beta x GPU slots jobs remain and, when both profiles are known, only if the job's CPU time
   does not exceed the predicted time the GPUs stay busy. A job no GPU can hold (even
@@ -74,6 +77,7 @@ class Context:
     margin: float = constants.MEMORY_MARGIN
     beta: float = constants.DEFAULT_BETA
     cpu_slowdown: float = 1.0  # observed / predicted CPU job time so far (knowledge.corun_slowdown)
+    mps: bool = False  # GPU jobs share the GPUs through the MPS daemon
 
     @property
     def gpus(self) -> list[Device]:
@@ -247,6 +251,11 @@ class DyMix(Policy):
         for dev in sorted(ctx.gpus, key=lambda d: (d.reserved_mb, d.name)):
             if len(dev.running) >= self.slots(dev):
                 continue
+            if ctx.mps:
+                job = self.fill(order, dev, ctx)
+                if job is not None:
+                    return Placement(job, dev)
+                continue
             majority = dev.majority_class()
             for job in order:
                 if job.klass != majority and self.can_take(job, dev, ctx):
@@ -254,6 +263,24 @@ class DyMix(Policy):
             for job in order:
                 if self.can_take(job, dev, ctx):
                     return Placement(job, dev)
+        return self.pick_cpu(order, ctx)
+
+    def fill(self, order: list[PendingJob], dev: Device, ctx: Context) -> PendingJob | None:
+        """Under MPS: the most intense job of ``order`` (longest alone first among equals)
+        that ``dev`` can take whose intensity fits under MPS_INTENSITY_FILL minus what runs
+        there; when none fits under it, the least intense job ``dev`` can take."""
+        room = constants.MPS_INTENSITY_FILL - dev.intensity_sum
+        takable = [j for j in order if self.can_take(j, dev, ctx)]
+        if not takable:
+            return None
+        under = [j for j in takable if j.intensity <= room]
+        if under:
+            return max(under, key=lambda j: (j.intensity, j.gpu.standalone_s(j.iterations) or 0.0,
+                                             -j.seq))  # fmt: skip
+        return min(takable, key=lambda j: (j.intensity, j.seq))
+
+    def pick_cpu(self, order: list[PendingJob], ctx: Context) -> Placement | None:
+        """The CPU's pick: from the low-intensity tail, when :func:`cpu_gate` allows."""
         tail = self.tail_ids(ctx)
         for dev in sorted(ctx.cpus, key=lambda d: (d.reserved_mb, d.name)):
             for job in reversed(order):  # from the low-intensity end

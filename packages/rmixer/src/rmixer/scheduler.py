@@ -72,6 +72,7 @@ class Scheduler:
         self.cpu_threads = cpu_threads or max(1, (cores - gpu_slots) // max(1, cpu_slots))
         self.gpu_threads = gpu_threads
         self.job_env = dict(job_env or {})
+        self.mps = "CUDA_MPS_PIPE_DIRECTORY" in self.job_env  # GPU jobs run as MPS clients
         self.reader = reader
         self._reader_thread: threading.Thread | None = None
         self._latest: dict[str, float | None] = {}
@@ -314,7 +315,7 @@ class Scheduler:
             if v is not None:
                 epoch.append((v.intensity, v.seq, v.id))
         ctx = Context(views, self.devices, set(self._handles), epoch, finished, self.margin,
-                      self.beta, self.knowledge.corun_slowdown("cpu"))  # fmt: skip
+                      self.beta, self.knowledge.corun_slowdown("cpu"), self.mps)  # fmt: skip
         placed = []
         while ctx.pending:
             choice = self.policy.pick(ctx)
