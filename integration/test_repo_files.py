@@ -69,6 +69,18 @@ def test_dockerfiles_parse_and_name_real_packages(name):
             shlex.split(rest.replace("$(", "(").replace("`", ""))  # balanced quotes
 
 
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_docker_images_run_what_nox_quickstart_runs(name):
+    """The images' CMD runs the same modules, in the same order, as ``nox -s quickstart``."""
+    nox_text = (ROOT / "noxfile.py").read_text()
+    body = nox_text[nox_text.index("def quickstart(") :]
+    body = body[: body.index("\n@nox.session")]
+    in_nox = re.findall(r'session\.run\("python", "-m", "([\w.]+)"', body)
+    cmd = next(rest for _, word, rest in dockerfile_instructions(ROOT / "docker" / name)
+               if word == "CMD")  # fmt: skip
+    assert in_nox and re.findall(r"python -m ([\w.]+)", cmd) == in_nox
+
+
 def test_dockerfile_parser_rejects_garbage(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:3.11\nRUNN echo hi\n")
