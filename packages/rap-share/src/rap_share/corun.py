@@ -25,6 +25,10 @@ One rank process per GPU trains rec-common's DLRM over table-wise sharded embedd
 A preprocessing process receives a program (kernel launches) and produces batches ahead of
 the trainer into a bounded queue (CUDA tensors cross by CUDA IPC). Every variant can check
 each batch the trainer trains on against the numpy reference (``check=True``).
+
+``Config.graphs`` (default off; ``RAP_SHARE_GRAPHS=1``, see :mod:`rap_share.graphs`) is an
+opt-in, unmeasured path: cached device constants and packed raw copies for every variant, and
+``rap``'s stages replayed as CUDA graphs. Off, none of it runs.
 """
 
 from __future__ import annotations
@@ -40,8 +44,17 @@ import torch
 import torch.distributed as dist
 
 from rap_share import fused
+from rap_share import graphs as _graphs
+from rap_share.columns import Column
 from rap_share.constants import STAGES
-from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
+from rap_share.runtime import (
+    RawSource,
+    StageWorker,
+    load_env,
+    pack_columns,
+    reference_features,
+    unpack_columns,  # fmt: skip
+)
 
 VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
             "rap_no_fusion", "rap", "rap_process")  # fmt: skip
@@ -71,6 +84,9 @@ class Config:
     seed: int = 0
     solver: str = "highs"
     cost_model: str = ""
+    # the opt-in path (default off; RAP_SHARE_GRAPHS=1 where not given): cached device
+    # constants and packed raw copies for every variant, CUDA-graph replay of rap's stages
+    graphs: bool = field(default_factory=_graphs.enabled)
 
     def __post_init__(self) -> None:
         for name in ("batch", "world", "steps", "embedding_dim", "cpu_workers", "queue_depth",
@@ -151,8 +167,27 @@ def build_programs(cfg: Config, rank: int):
 
 
 # ------------------------------------------------------------------ preprocessing on a device
+def env_columns(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int) -> dict:
+    """Batch ``it``'s raw host columns keyed as in the env (``raw_l:``, ``raw_g:``, ``labels``)."""
+    idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
+    idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
+    cols = {f"raw_l:{n}": c for n, c in raw.take(prog.raw_local, idx_l).items()}
+    cols.update({f"raw_g:{n}": c for n, c in raw.take(prog.raw_global, idx_g).items()})
+    cols["labels"] = Column(raw.labels[idx_l])
+    return cols
+
+
 def make_env(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int, device,
-             non_blocking: bool = False) -> dict:  # fmt: skip
+             non_blocking: bool = False, packed: bool | None = None) -> dict:  # fmt: skip
+    """Batch ``it``'s raw columns (and ``labels``) on ``device``. ``packed`` (default
+    ``cfg.graphs``, the opt-in path): a few packed copies instead of one per column."""
+    if packed if packed is not None else cfg.graphs:
+        host, layout = pack_columns(env_columns(raw, prog, it, cfg, rank))
+        if device is not None and str(device) != "cpu":
+            host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]
+        env = unpack_columns(host, layout)
+        env["labels"] = env["labels"].values
+        return env
     idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
     idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
     env = load_env(raw.take(prog.raw_local, idx_l), raw.take(prog.raw_global, idx_g), device,
@@ -327,7 +362,8 @@ def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int
             continue
         if msg[0] == "staged":
             try:
-                serve_staged(raw, msg[2], msg[1], rank, dev, msg[3], msg[4], signal, out_q)
+                with fused.cached_constants(msg[1].graphs):
+                    serve_staged(raw, msg[2], msg[1], rank, dev, msg[3], msg[4], signal, out_q)
             except Aborted:
                 pass
             except BaseException:
@@ -339,7 +375,8 @@ def _prep_process(kind: str, device: str, cmd_q, out_q, raw_path: str, rank: int
                 if kind == "cpu":
                     out = reference_outputs(raw, prog, it, cfg, rank)
                 else:
-                    out = preprocess(raw, prog, it, cfg, rank, dev)
+                    with fused.cached_constants(cfg.graphs):
+                        out = preprocess(raw, prog, it, cfg, rank, dev)
                     if dev.type == "cuda":
                         torch.cuda.current_stream(dev).synchronize()
                 out_q.put((it, out))
@@ -538,7 +575,8 @@ class Trainer:
                 self.timer.on = True
             self.timer.begin()
 
-        fn(variant, prog, total, tick, losses)
+        with fused.cached_constants(cfg.graphs):  # default off: main's fresh constants
+            fn(variant, prog, total, tick, losses)
         self._sync()
         secs = time.perf_counter() - (state["t0"] or time.perf_counter())
         vals = [float(x) for x in losses]
@@ -569,6 +607,8 @@ class Trainer:
             self._train(made[it % len(made)], it, tick, losses)
 
     def _loop_rap(self, variant, prog, total, tick, losses) -> None:
+        if self.cfg.graphs:  # opt-in: stage slices replayed through the StagedRunner
+            return self._loop_rap_graphs(variant, prog, total, tick, losses)
         worker = StageWorker(self.device)
         state: dict = {}
 
@@ -601,6 +641,103 @@ class Trainer:
                 worker.wait()
         finally:
             worker.close()
+
+    def rap_runner(self):
+        """The ``rap`` program's :class:`~rap_share.graphs.StagedRunner` (captured once; the
+        opt-in path only)."""
+        if getattr(self, "_runner", None) is None:
+            self._runner = _graphs.StagedRunner(self.raw, self.progs["rap"], self.cfg, self.rank,
+                                                self.device, graphs=True)  # fmt: skip
+        return self._runner
+
+    def _loop_rap_graphs(self, variant, prog, total, tick, losses) -> None:
+        """``rap`` on the opt-in path: the worker thread replays each stage slice of batch
+        ``it + 1`` (one CUDA graph per stage, two slots of static buffers) when the trainer
+        reaches the stage; eager launches where capture is impossible (``runner.note``)."""
+        runner = self.rap_runner()
+        worker = StageWorker(self.device)
+        main = torch.cuda.current_stream(self.device) if self.cuda else None
+        cur = {"it": -1}
+
+        def post(stage):  # the trainer reached `stage` of step it: that slice of batch it + 1
+            if stage in STAGES:
+                worker.post(lambda it=cur["it"] + 1: runner.stage(stage, it))
+
+        try:
+            worker.post(lambda: runner.load(0))
+            for s in STAGES:
+                post(s)
+            worker.wait()
+            for it in range(total):
+                out = runner.outputs(it)
+                if self.cuda and not runner.graphed:  # made on the worker's stream
+                    for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
+                        t.record_stream(main)
+                inputs = self.model_inputs(out, it, True)
+                free = None
+                if self.cuda:  # batch it + 1 reuses the slot of batch it - 1: wait for its step
+                    free = torch.cuda.Event()
+                    free.record(main)
+                worker.post(lambda it=it, free=free: runner.load(it + 1, free))
+                cur["it"] = it
+                self._stage_hook = post
+                try:
+                    self._train(inputs, it, tick, losses)
+                finally:
+                    self._stage_hook = None
+                worker.wait()
+        finally:
+            worker.close()
+
+    def prep_diagnostics(self, n: int = 5) -> dict:
+        """Preprocessing alone, per batch (median of ``n`` after 2 warm-up batches): host wall
+        ms (synchronised) and the stream span between CUDA events, for the unfused program
+        (MPS / Sequential / CUDA stream) and the fused RAP program launched eagerly, each as
+        ``Config.graphs`` selects (default: the default path); on the opt-in path also the
+        same through :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could
+        capture)."""
+        dev, cfg = self.device, self.cfg
+
+        def timeit(fn) -> dict:
+            walls, spans = [], []
+            for i in range(n + 2):
+                self._sync()
+                e0 = e1 = None
+                if self.cuda:
+                    e0, e1 = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
+                    e0.record()
+                t = time.perf_counter()
+                fn(i)
+                if self.cuda:
+                    e1.record()
+                    torch.cuda.synchronize(dev)
+                if i >= 2:
+                    walls.append((time.perf_counter() - t) * 1e3)
+                    if e0 is not None:
+                        spans.append(e0.elapsed_time(e1))
+            return {"wall_ms": float(np.median(walls)),
+                    "gpu_span_ms": float(np.median(spans)) if spans else None}  # fmt: skip
+
+        with fused.cached_constants(cfg.graphs):
+            res = {
+                "unfused": timeit(
+                    lambda i: preprocess(self.raw, self.progs["mps"], i, cfg, self.rank, dev)
+                ),
+                "fused": timeit(
+                    lambda i: preprocess(self.raw, self.progs["rap"], i, cfg, self.rank, dev)
+                ),
+                "unfused_launches": self.progs["mps"].launches,
+                "fused_launches": self.progs["rap"].launches,
+                "graphs": bool(cfg.graphs),
+            }
+            if cfg.graphs:
+                runner = self.rap_runner()
+                res["fused_runner"] = timeit(runner.run_all)
+                res["runner"] = runner.note
+        return res
 
     def _loop_cuda_stream(self, variant, prog, total, tick, losses) -> None:
         side = torch.cuda.Stream(self.device, priority=0) if self.cuda else None
@@ -682,9 +819,10 @@ def config_dict(cfg: Config) -> dict:
 
 def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], raw_paths: dict,
               out_path: str, device_kind: str = "auto", cpu_workers: int = 4,
-              port: int = 0) -> None:  # fmt: skip
+              port: int = 0, diagnostics: bool = True) -> None:  # fmt: skip
     """One rank of a figures run: every (config, variant) in order; rank 0 appends JSON lines
-    (one per run) to ``out_path``."""
+    (one per run) to ``out_path``. ``diagnostics``: time preprocessing alone once per config
+    before its variants (:meth:`Trainer.prep_diagnostics`, the ``prep`` field of each run)."""
     import datetime
     import json
 
@@ -708,6 +846,12 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
             t0 = time.perf_counter()
             tr = Trainer(cfg, rank, device, raw_paths[cfg.plan], helpers)
             setup = time.perf_counter() - t0
+            diag = None
+            if diagnostics:
+                try:
+                    diag = tr.prep_diagnostics()
+                except Exception as e:
+                    diag = {"error": f"{type(e).__name__}: {e}"}
             for v in variants:
                 res = tr.run(v)
                 res.update(
@@ -715,6 +859,7 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
                     setup_seconds=setup,
                     device=str(device),
                     mps=bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),
+                    prep=diag,
                 )
                 if rank == 0:
                     with open(out_path, "a", encoding="utf-8") as f:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from rap_share.corun import Config
+from rap_share.graphs import ENV as GRAPHS_ENV
+from rap_share.graphs import enabled as graphs_enabled
 
 FIGURES = {
     "figure9": ("cpu_workers", "cuda_stream", "mps", "rap"),
@@ -100,6 +102,7 @@ def _spawn(world, cfgs, variants, raw_paths, out_path, args, env: dict) -> None:
                 args.device,
                 args.cpu_workers,
                 _free_port(),
+                not getattr(args, "no_diagnostics", False),
             ),
             nprocs=world,
             join=True,
@@ -134,7 +137,8 @@ def measure(args, variants) -> tuple[list[dict], str]:
     cfgs = [Config(plan=p, batch=b, world=world, steps=args.steps, warmup=args.warmup,
                    embedding_dim=args.embedding_dim, max_table_rows=args.max_table_rows,
                    cpu_workers=args.cpu_workers, check=args.check, seed=args.seed,
-                   solver=args.solver, cost_model=args.cost_model)
+                   solver=args.solver, cost_model=args.cost_model,
+                   graphs=graphs_enabled(getattr(args, "graphs", None)))
             for p in args.plans for b in args.batches]  # fmt: skip
     out_path = os.path.join(tmp, "runs.jsonl")
     mps = MpsDaemon()
@@ -170,6 +174,8 @@ def to_rows(runs: list[dict], figure: str, note: str) -> list[dict]:
                              value=r["total_iterations_per_s"], n=c["steps"],
                              samples_per_s=r["samples_per_s"], launches=r["launches"],
                              loss_first=r["losses"][0], loss_last=r["losses"][-1],
+                             stage_ms=r.get("stage_ms"), prep=r.get("prep"),
+                             graphs=bool(c.get("graphs", False)),
                              timing_includes="whole iterations incl. preprocessing, all ranks"))  # fmt: skip
         if figure == "figure10" and r["variant"] in ("ideal", *RAP_VARIANTS):
             for stage, ms in r["stage_ms"].items():
@@ -229,7 +235,9 @@ def summary(rows: list[dict], figure: str) -> list[str]:
                     f"- {name}: trainer stage times co-running vs Ideal within 5%: "
                     + ("met" if not bad else "MISSED (" + "; ".join(bad) + ")")
                 )
+        out.extend(diagnostics(thr))
     else:
+        out.extend(diagnostics(thr))
         for base in ("mps", "cuda_stream", "cpu_workers"):
             r = ratios("rap", base)
             if r:
@@ -237,6 +245,37 @@ def summary(rows: list[dict], figure: str) -> list[str]:
                 out.append(f"- RAP / {LABELS[base]}: {', '.join(f'{x:.2f}' for x in r)}"
                            + ("" if base == "cpu_workers" else
                               f" (target > 1 everywhere): {'met' if ok else 'MISSED'}"))  # fmt: skip
+    return out
+
+
+def diagnostics(thr: list[dict]) -> list[str]:
+    """Per workload: preprocessing alone per batch (unfused, fused eager and, on the opt-in
+    path, fused through the stage runner) and the trainer's stage times of RAP vs Ideal."""
+    out = []
+    for w in sorted({r["workload"] for r in thr}):
+        rs = {r["variant"]: r for r in thr if r["workload"] == w}
+        prep = next((r["prep"] for r in rs.values() if r.get("prep")), None)
+        if prep and "error" not in prep:
+
+            def ms(k, prep=prep):
+                d = prep.get(k) or {}
+                span = d.get("gpu_span_ms")
+                return f"{d.get('wall_ms', float('nan')):.2f}" + (
+                    f" (stream span {span:.2f})" if span is not None else ""
+                )
+
+            line = (f"- {w} preprocessing alone, ms/batch: unfused {ms('unfused')} "
+                    f"[{prep.get('unfused_launches')} launches], fused {ms('fused')} "
+                    f"[{prep.get('fused_launches')}]")  # fmt: skip
+            if "fused_runner" in prep:
+                line += f", fused via stage runner ({prep.get('runner')}) {ms('fused_runner')}"
+            out.append(line)
+        elif prep:
+            out.append(f"- {w} preprocessing diagnostics failed: {prep['error']}")
+        ide, rap = (rs.get(v, {}).get("stage_ms") for v in ("ideal", "rap"))
+        if ide and rap:
+            out.append(f"- {w} trainer stage ms, Ideal -> RAP: " + ", ".join(
+                f"{s} {ide[s]:.2f} -> {rap[s]:.2f}" for s in ide if s in rap))  # fmt: skip
     return out
 
 
@@ -273,7 +312,10 @@ def write_page(out_dir: Path, docs: Path) -> Path:
         lines += [f"## {fig}", "",
                   f"Hardware: {r0['gpus']} x {r0['gpu']} ({r0['ranks']} rank(s) used), "
                   f"torch {r0['torch']}, {r0['steps']} measured after {r0['warmup']} warm-up "
-                  f"iterations; MPS: {r0['mps_note']}.", "",
+                  f"iterations; MPS: {r0['mps_note']}"
+                  + ("; **opt-in CUDA-graph path on** (`--graphs`: cached constants, packed "
+                     "copies, stage replay; see the package README)"
+                     if any(r.get("graphs") for r in rows) else "") + ".", "",
                   f"![{fig}]({fig}.png)", ""]  # fmt: skip
         lines += [*summary(rows, fig), ""]
     docs.parent.mkdir(parents=True, exist_ok=True)
@@ -324,6 +366,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--solver", default="highs", choices=["highs", "gurobi", "greedy"])
     p.add_argument("--cost-model", default="", help="model.json (default: shipped/analytic)")
+    p.add_argument(
+        "--graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="opt-in path (unmeasured): cached device constants and packed raw copies for "
+        f"every variant, CUDA-graph replay of rap's stages; unset: {GRAPHS_ENV}=1 turns it on",
+    )
+    p.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip timing preprocessing alone before each config's runs (the rows' prep field)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="results/rap-share")
     p.add_argument("--docs", default="docs/rap-share/figures.md")

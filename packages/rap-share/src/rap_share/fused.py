@@ -16,6 +16,7 @@ bit for bit for integer outputs.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -70,15 +71,85 @@ def run(
     return out  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------- cached constants (opt-in)
+# Off by default: every call builds its constants from Python lists, as it always did. The
+# opt-in CUDA-graph path (``rap_share.corun.Config.graphs``, ``RAP_SHARE_GRAPHS=1``) turns the
+# cache on around its runs with :func:`cached_constants`; the profiler never does.
+_CACHE_ON = False
+_CONST: dict = {}  # (device, what, key) -> a read-only device tensor (see _const)
+_CONST_MAX = 4096
+
+
+def constants_cached() -> bool:
+    """Whether fused calls take their constant tensors from the cache right now."""
+    return _CACHE_ON
+
+
+@contextlib.contextmanager
+def cached_constants(on: bool = True):
+    """Within the block (process-wide, every thread), fused calls take their column ids and
+    per-column parameters from a cache of device constants when ``on``; the previous setting
+    is restored on exit. ``on=False`` is main's path (a fresh ``torch.tensor`` per call)."""
+    global _CACHE_ON
+    was, _CACHE_ON = _CACHE_ON, bool(on)
+    try:
+        yield
+    finally:
+        _CACHE_ON = was
+
+
+def _const(key: tuple, device, make) -> Tensor:
+    """A constant tensor (column ids, per-column parameters) made once per key and device.
+
+    Building these from Python lists each call costs a pageable host-to-device copy (a host
+    sync on CUDA) and extra launches per fused call; cached, a call launches only its compute,
+    which also makes it capturable in a CUDA graph once warmed up. Never written to.
+
+    Entries are never dropped: a cached tensor may be read by a captured CUDA graph or by
+    kernels queued on another stream, and freeing it (the cache used to be cleared when full,
+    H200 run 2) handed its memory to new allocations under them. Once full, new keys (e.g.
+    per-batch sizes of list columns) get a fresh, uncached tensor.
+    """
+    k = (str(device), *key)
+    t = _CONST.get(k)
+    if t is None:
+        t = make()
+        if len(_CONST) >= _CONST_MAX:
+            return t
+        if t.device.type == "cuda":  # the copy is done before any other stream may read it
+            torch.cuda.current_stream(t.device).synchronize()
+        _CONST[k] = t
+    return t
+
+
+def _cid(sizes: list[int], device) -> Tensor:
+    """Column index of every value of the concatenated columns (cached when the cache is on)."""
+    if not _CACHE_ON:
+        return torch.repeat_interleave(
+            torch.arange(len(sizes), device=device),
+            torch.tensor(sizes, device=device),
+            output_size=sum(sizes),
+        )
+
+    def make() -> Tensor:
+        idx = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        return idx.to(device)
+
+    return _const(("cid", tuple(sizes)), device, make)
+
+
+def _cached(key: tuple, device, make, plain) -> Tensor:
+    """``make()`` through the cache when it is on, else ``plain()`` (main's construction)."""
+    return _const(key, device, make) if _CACHE_ON else plain()
+
+
 # ---------------------------------------------------------------- flat views
 def _flat(cols: list[Column]):
     """(values, cid, valid or None, numel per column) over the concatenated columns."""
     dev = cols[0].values.device
     sizes = [int(c.values.shape[0]) for c in cols]
     v = cols[0].values if len(cols) == 1 else torch.cat([c.values for c in cols])
-    cid = torch.repeat_interleave(
-        torch.arange(len(cols), device=dev), torch.tensor(sizes, device=dev), output_size=sum(sizes)
-    )
+    cid = _cid(sizes, dev)
     valid = None
     if any(c.valid is not None for c in cols):
         valid = torch.cat(
@@ -91,7 +162,11 @@ def _flat(cols: list[Column]):
 
 
 def _param(params, key, dtype, device) -> Tensor:
-    return torch.tensor([p[key] for p in params], dtype=dtype, device=device)
+    if not _CACHE_ON:
+        return torch.tensor([p[key] for p in params], dtype=dtype, device=device)
+    vals = tuple(p[key] for p in params)
+    return _const(("param", key, dtype, vals), device,
+                  lambda: torch.tensor(vals, dtype=dtype).to(device))  # fmt: skip
 
 
 def _split_like(cols, values: Tensor, valid: Tensor | None, sizes) -> list[Column]:
@@ -152,9 +227,15 @@ def _sigrid_hash(cols, params):
 def _bucketize(cols, params):
     v, cid, valid, sizes = _flat(cols)
     k = max(len(p["borders"]) for p in params)
-    borders = torch.full((len(params), k), float("inf"), dtype=torch.float64, device=v.device)
-    for i, p in enumerate(params):
-        borders[i, : len(p["borders"])] = torch.tensor(p["borders"], dtype=torch.float64)
+
+    def make(dev=v.device) -> Tensor:
+        b = torch.full((len(params), k), float("inf"), dtype=torch.float64, device=dev)
+        for i, p in enumerate(params):
+            b[i, : len(p["borders"])] = torch.tensor(p["borders"], dtype=torch.float64)
+        return b
+
+    key = ("borders", tuple(tuple(float(b) for b in p["borders"]) for p in params))
+    borders = _cached(key, v.device, lambda: make("cpu").to(v.device), make)
     x = v.to(torch.float64)
     out = torch.empty(x.shape, dtype=torch.int64, device=v.device)
     for s in range(0, x.numel(), _CHUNK):  # count of borders < x == first border >= x
@@ -189,8 +270,9 @@ def _clamp(cols, params):
         lo = _param(params, "lo", v.dtype, v.device)[cid]
         hi = _param(params, "hi", v.dtype, v.device)[cid]
     else:
-        lo = torch.tensor([int(p["lo"]) for p in params], dtype=v.dtype, device=v.device)[cid]
-        hi = torch.tensor([int(p["hi"]) for p in params], dtype=v.dtype, device=v.device)[cid]
+        ilo = [{"lo": int(p["lo"]), "hi": int(p["hi"])} for p in params]
+        lo = _param(ilo, "lo", v.dtype, v.device)[cid]
+        hi = _param(ilo, "hi", v.dtype, v.device)[cid]
     out = torch.minimum(torch.maximum(v, lo), hi)
     return _split_like(cols, _zero_nulls(out, valid), valid, sizes)
 
@@ -199,9 +281,21 @@ def _mapid(cols, params):
     v, cid, valid, sizes = _flat(cols)
     dev = v.device
     lens = [len(p["map"]) for p in params]
-    table = torch.tensor([m for p in params for m in p["map"]], dtype=torch.int64, device=dev)
-    starts = torch.tensor([0, *lens[:-1]], dtype=torch.int64, device=dev).cumsum(0)
-    n = torch.tensor(lens, dtype=torch.int64, device=dev)[cid]
+    flat = [m for p in params for m in p["map"]]
+    if _CACHE_ON:
+        ftup = tuple(int(m) for m in flat)
+        table = _const(("map", ftup), dev, lambda: torch.tensor(ftup, dtype=torch.int64).to(dev))
+        starts = _const(
+            ("map_starts", tuple(lens)),
+            dev,
+            lambda: torch.tensor([0, *lens[:-1]], dtype=torch.int64).cumsum(0).to(dev),
+        )
+        n = _const(("map_lens", tuple(lens)), dev,
+                   lambda: torch.tensor(lens, dtype=torch.int64).to(dev))[cid]  # fmt: skip
+    else:
+        table = torch.tensor(flat, dtype=torch.int64, device=dev)
+        starts = torch.tensor([0, *lens[:-1]], dtype=torch.int64, device=dev).cumsum(0)
+        n = torch.tensor(lens, dtype=torch.int64, device=dev)[cid]
     x = v.to(torch.int64)
     ok = (x >= 0) & (x < n)
     idx = torch.where(ok, starts[cid] + x, torch.zeros_like(x))
@@ -227,9 +321,7 @@ def _rows(cols: list[Column]):
     )
     nrows = [c.num_rows for c in cols]
     starts = torch.cumsum(lens, 0) - lens
-    rc = torch.repeat_interleave(
-        torch.arange(len(cols), device=dev), torch.tensor(nrows, device=dev), output_size=sum(nrows)
-    )
+    rc = _cid(nrows, dev)
     return v, lens, starts, rc, nrows
 
 
@@ -257,6 +349,13 @@ def _gather_rows(lens: Tensor, total: int):
 
 
 def _firstx(cols, params):
+    if _CACHE_ON and all(c.offsets is None for c in cols) and all(p["x"] >= 1 for p in params):
+        # scalar rows (opt-in path): every row keeps its one value, offsets 0..rows, no null
+        # mask (as the general path below emits it), and no host sync
+        dev = cols[0].values.device
+        return [Column(c.values, _const(("arange", c.num_rows + 1), dev,
+                                        lambda n=c.num_rows + 1: torch.arange(n).to(dev)))
+                for c in cols]  # fmt: skip
     v, lens, _starts, rc, nrows = _rows(cols)
     x = _param(params, "x", torch.int64, v.device)[rc]
     new = torch.minimum(lens, x)

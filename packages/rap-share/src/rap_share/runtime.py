@@ -89,22 +89,79 @@ class RawSource:
         return out
 
 
+def pack_columns(cols: dict[str, Column]) -> tuple[list[torch.Tensor], list[tuple]]:
+    """Scalar numpy columns packed by (dtype, rows) into 2-D host tensors, and the layout
+    (``key, values tensor, row, valid tensor or None, row``) that :func:`unpack_columns` reads.
+    The same keys and null masks give the same layout, so a batch can be copied into the
+    buffers of an earlier one (the CUDA-graph runner's static inputs).
+
+    >>> host, layout = pack_columns({"a": Column(np.arange(3)), "b": Column(np.ones(3, int))})
+    >>> len(host), unpack_columns(host, layout)["b"].values.tolist()
+    (1, [1, 1, 1])
+    """
+    host: list[torch.Tensor] = []
+    layout: list[tuple] = []
+    groups: dict[tuple, list[tuple[str, Column]]] = {}
+    for key, c in cols.items():
+        groups.setdefault((c.values.dtype.str, c.values.shape[0]), []).append((key, c))
+    for members in groups.values():
+        gi = len(host)
+        host.append(torch.from_numpy(np.stack([c.values for _, c in members])))
+        nulls = [j for j, (_, c) in enumerate(members) if c.valid is not None]
+        vi = None
+        if nulls:
+            vi = len(host)
+            host.append(torch.from_numpy(np.stack([members[j][1].valid for j in nulls])))
+        where = {j: r for r, j in enumerate(nulls)}
+        for j, (key, _) in enumerate(members):
+            layout.append((key, gi, j, vi if j in where else None, where.get(j)))
+    return host, layout
+
+
+def unpack_columns(tensors: Sequence[torch.Tensor], layout: list[tuple]) -> dict[str, Column]:
+    """The columns of :func:`pack_columns`' layout as row views of ``tensors``."""
+    return {key: Column(tensors[gi][j], None, None if vi is None else tensors[vi][vr])
+            for key, gi, j, vi, vr in layout}  # fmt: skip
+
+
 def load_env(
-    raw_local: dict[str, Column], raw_global: dict[str, Column], device, non_blocking: bool = False
+    raw_local: dict[str, Column],
+    raw_global: dict[str, Column],
+    device,
+    non_blocking: bool = False,
+    packed: bool = False,
 ) -> dict[str, Column]:
+    """The raw columns as ``raw_l:<col>`` / ``raw_g:<col>`` on ``device``: one pin + copy per
+    column and mask (default), or with ``packed`` (the opt-in CUDA-graph path) scalar numpy
+    columns of one dtype and length travel packed (:func:`pack_columns`): one host buffer
+    (pinned for a GPU), one copy, the columns are row views of it."""
+    if not packed:
+        env = {}
+        for tag, cols in (("l", raw_local), ("g", raw_global)):
+            for name, c in cols.items():
+                env[f"raw_{tag}:{name}"] = _to_device(c.to_torch("cpu"), device, non_blocking)
+        return env
     env = {}
+    packable: dict[str, Column] = {}
     for tag, cols in (("l", raw_local), ("g", raw_global)):
         for name, c in cols.items():
-            t = c.to_torch("cpu")
-            if device is not None and str(device) != "cpu":
-                t = Column(
-                    *(
-                        None if x is None else x.pin_memory().to(device, non_blocking=non_blocking)
-                        for x in (t.values, t.offsets, t.valid)
-                    )
-                )
-            env[f"raw_{tag}:{name}"] = t
+            key = f"raw_{tag}:{name}"
+            if c.offsets is None and not c.is_torch:
+                packable[key] = c
+            else:
+                env[key] = _to_device(c.to_torch("cpu"), device, non_blocking)
+    host, layout = pack_columns(packable)
+    if device is not None and str(device) != "cpu":
+        host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]
+    env.update(unpack_columns(host, layout))
     return env
+
+
+def _to_device(t: Column, device, non_blocking: bool) -> Column:
+    if device is None or str(device) == "cpu":
+        return t
+    return Column(*(None if x is None else x.pin_memory().to(device, non_blocking=non_blocking)
+                    for x in (t.values, t.offsets, t.valid)))  # fmt: skip
 
 
 def run_tasks(op: str, tasks: Sequence[Task], env: dict[str, Column]) -> None:

@@ -1,0 +1,170 @@
+"""RAP's staged preprocessing replayed as CUDA graphs: one graph per stage slice (OPT-IN).
+
+Off by default. :func:`enabled` is the one place the switch is read: ``Config.graphs``
+(``python -m rap_share.figures ... --graphs``) or, when that is not given, the environment
+variable ``RAP_SHARE_GRAPHS=1``. On, a figures run (every variant) takes its constant tensors
+from :mod:`rap_share.fused`'s cache (:func:`rap_share.fused.cached_constants`) and copies the
+raw columns packed (:func:`rap_share.runtime.pack_columns`), and ``rap`` replays its stages
+through :class:`StagedRunner`. Off, every path is the default one (no cache, one copy per
+column, ``rap`` launches each stage's kernels eagerly). Not measured on a GPU yet; its first
+GPU run (H200 run 2) gave NaN losses, fixed since (one graph pool per slot), and an
+unexplained illegal address in the profiler, which this switch does not touch.
+
+A 4096-row batch makes each preprocessing kernel a few microseconds of GPU work but ~10 us of
+Python + launch on the host; in the ``rap`` variant that host work runs on a thread sharing the
+trainer's GIL, so it stretches the trainer's own (host-bound) stages. Captured once per stage,
+a stage costs one ``replay()`` call.
+
+:class:`StagedRunner` keeps two slots (batch ``i`` uses slot ``i % 2``) of static buffers:
+raw inputs packed as :func:`rap_share.runtime.pack_columns` lays them out, the intermediate
+columns and the outputs. :meth:`StagedRunner.load` copies a batch's raw rows into its slot
+(after the trainer's stream has finished with the batch that used the slot before),
+:meth:`StagedRunner.stage` replays one stage (the last also builds the outputs), and
+:meth:`StagedRunner.outputs` returns the slot's static outputs. Where capture is impossible
+(CPU, an op with a host sync such as a list op on list input, a capture error) the runner
+falls back to eager launches and says why in :attr:`StagedRunner.note`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from rap_share import fused
+from rap_share.constants import STAGES
+
+ENV = "RAP_SHARE_GRAPHS"  # "1" / "true" / "on": the opt-in path where no flag says otherwise
+
+
+def enabled(flag: bool | None = None) -> bool:
+    """The opt-in switch: ``flag`` when given, else ``RAP_SHARE_GRAPHS`` (default off).
+
+    >>> enabled(True), enabled(False)
+    (True, False)
+    """
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class StagedRunner:
+    """Stage-by-stage preprocessing of one :class:`~rap_share.corun.Program` (see module doc)."""
+
+    def __init__(self, raw, prog, cfg, rank: int, device: torch.device,
+                 graphs: bool = True) -> None:  # fmt: skip
+        self.raw, self.prog, self.cfg, self.rank = raw, prog, cfg, rank
+        self.device = device
+        self.graphed = False
+        self.note = "eager"
+        self._env: dict = {}
+        self._slots: list[dict] = []
+        if not graphs:
+            self.note = "eager (graphs off)"
+        elif device.type != "cuda":
+            self.note = "eager (not a CUDA device)"
+        else:
+            try:
+                with fused.cached_constants(True):  # capture needs constants made beforehand
+                    self._capture()
+                self.graphed = True
+                self.note = "cuda graphs"
+            except Exception as e:
+                self._slots = []
+                self.note = f"eager (capture failed: {type(e).__name__}: {str(e)[:160]})"
+                with contextlib.suppress(Exception):
+                    torch.cuda.synchronize(device)
+
+    # ------------------------------------------------------------------ capture
+    def _capture(self) -> None:
+        from rap_share.corun import env_columns, outputs, run_launches
+        from rap_share.runtime import pack_columns, unpack_columns
+
+        dev = self.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        for k in range(2):
+            # One private memory pool per slot, and the slot's env (every stage's output) kept
+            # alive: with one pool shared by both slots, slot 0's inter-stage tensors, freed
+            # once its capture ended, were handed to slot 1's captured outputs, so replaying
+            # batch i + 2 (slot 0) overwrote batch i + 1's outputs while the trainer read them
+            # (NaN losses from the second step on, H200 run 2).
+            pool = torch.cuda.graph_pool_handle()
+            host, layout = pack_columns(env_columns(self.raw, self.prog, k, self.cfg, self.rank))
+            with torch.cuda.stream(side):
+                static = [h.to(dev) for h in host]
+                env = unpack_columns(static, layout)
+                env["labels"] = env["labels"].values
+                warm = dict(env)  # eager warm-up: fills fused's constant cache, checks the ops
+                run_launches(self.prog.all_launches(), warm)
+                outputs(warm, self.prog)
+            side.synchronize()
+            graphs = {}
+            for s in [*STAGES, "outputs"]:
+                if s != "outputs" and not self.prog.stages.get(s):
+                    graphs[s] = None  # nothing to launch in this stage
+                    continue
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool, stream=side, capture_error_mode="thread_local"):
+                    if s == "outputs":
+                        out = outputs(env, self.prog)
+                    else:
+                        run_launches(self.prog.stages.get(s, []), env)
+                graphs[s] = g
+            self._slots.append({"static": static, "layout": layout, "graphs": graphs,
+                                "env": env, "out": out, "pool": pool})  # fmt: skip
+        torch.cuda.synchronize(dev)
+
+    # ------------------------------------------------------------------ per batch
+    def load(self, it: int, free_event=None) -> None:
+        """Batch ``it``'s raw rows on the device (current stream). ``free_event``: recorded on
+        the trainer's stream once it no longer reads the batch that used this slot before."""
+        from rap_share.corun import env_columns, make_env
+
+        if not self.graphed:
+            self._env[it % 2] = make_env(self.raw, self.prog, it, self.cfg, self.rank,
+                                         self.device, non_blocking=True, packed=True)  # fmt: skip
+            return
+        slot = self._slots[it % 2]
+        from rap_share.runtime import pack_columns
+
+        host, layout = pack_columns(env_columns(self.raw, self.prog, it, self.cfg, self.rank))
+        if layout != slot["layout"]:
+            raise RuntimeError(f"batch {it}: raw layout differs from the captured one")
+        if free_event is not None:
+            torch.cuda.current_stream(self.device).wait_event(free_event)
+        for dst, h in zip(slot["static"], host):
+            dst.copy_(h.pin_memory(), non_blocking=True)
+
+    def stage(self, stage: str, it: int) -> None:
+        """Stage ``stage``'s kernels of batch ``it`` (the last stage also makes the outputs)."""
+        from rap_share.corun import outputs, run_launches
+
+        last = stage == STAGES[-1]
+        if self.graphed:
+            g = self._slots[it % 2]["graphs"]
+            if g[stage] is not None:
+                g[stage].replay()
+            if last:
+                g["outputs"].replay()
+            return
+        env = self._env[it % 2]
+        with fused.cached_constants(True):
+            run_launches(self.prog.stages.get(stage, []), env)
+            if last:
+                env["__out__"] = outputs(env, self.prog)
+
+    def run_all(self, it: int) -> dict:
+        """Load and every stage of batch ``it`` at once; its outputs."""
+        self.load(it)
+        for s in STAGES:
+            self.stage(s, it)
+        return self.outputs(it)
+
+    def outputs(self, it: int) -> dict:
+        """Batch ``it``'s outputs (static buffers of its slot when graphed: valid until batch
+        ``it + 2`` is loaded)."""
+        if self.graphed:
+            return self._slots[it % 2]["out"]
+        return self._env[it % 2]["__out__"]

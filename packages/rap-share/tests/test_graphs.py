@@ -1,0 +1,295 @@
+"""The opt-in CUDA-graph path (``Config.graphs`` / ``--graphs`` / ``RAP_SHARE_GRAPHS=1``): the
+switch (default off), the stage runner (CUDA graphs, eager fallback), cached constants, packed
+raw loading and the preprocessing diagnostics. CPU tests run the opt-in path's eager fallback
+against the default path; the gpu-marked ones its CUDA graphs."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rap_share import corun, figures, fused, graphs
+from rap_share.columns import Column
+from rap_share.constants import STAGES
+from rap_share.graphs import StagedRunner
+from rap_share.runtime import RawSource, pack_columns, unpack_columns
+
+SMALL = dict(batch=32, steps=2, warmup=1, embedding_dim=8, bottom_mlp="16", top_mlp="16-1",
+             max_table_rows=500, solver="greedy")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = corun.Config(plan="plan0", batch=64, solver="greedy", graphs=False)
+    _, progs = corun.build_programs(cfg, 0)
+    raw = RawSource.synthetic(512, table_sizes="kaggle")
+    return cfg, progs, raw
+
+
+@pytest.fixture
+def raw_path(tmp_path):
+    p = os.path.join(tmp_path, "raw.npz")
+    RawSource.synthetic(512, seed=0).save(p)
+    return p
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    monkeypatch.setattr(fused, "_CONST", {})
+    return fused._CONST
+
+
+def _same(a: dict, b: dict) -> None:
+    assert torch.equal(a["dense"].cpu(), b["dense"].cpu())
+    assert torch.equal(torch.as_tensor(a["labels"]).cpu(), torch.as_tensor(b["labels"]).cpu())
+    assert len(a["sparse"]) == len(b["sparse"])
+    for (va, oa), (vb, ob) in zip(a["sparse"], b["sparse"]):
+        assert torch.equal(va.cpu(), vb.cpu()) and torch.equal(oa.cpu(), ob.cpu())
+
+
+# ------------------------------------------------------------------ the switch
+def test_switch_is_off_by_default_and_read_from_env(monkeypatch):
+    monkeypatch.delenv(graphs.ENV, raising=False)
+    assert corun.Config().graphs is False and graphs.enabled() is False
+    assert fused.constants_cached() is False
+    args = figures.parser().parse_args(["figure9"])
+    assert args.graphs is None and graphs.enabled(args.graphs) is False
+    assert figures.parser().parse_args(["figure9", "--graphs"]).graphs is True
+    monkeypatch.setenv(graphs.ENV, "1")
+    assert corun.Config().graphs is True and graphs.enabled() is True
+    assert graphs.enabled(figures.parser().parse_args(["figure9", "--no-graphs"]).graphs) is False
+    assert corun.Config(graphs=False).graphs is False  # an explicit flag beats the variable
+    monkeypatch.setenv(graphs.ENV, "0")
+    assert corun.Config().graphs is False
+
+
+def test_default_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_cache,
+                                                                  monkeypatch):  # fmt: skip
+    """Off: ``rap`` runs main's loop (no StagedRunner, no cached constants, per-column copies);
+    on: the runner, the cache and the packed copies; the same losses either way."""
+    from rap_share import runtime
+
+    packs = []
+    real_pack = runtime.pack_columns
+    monkeypatch.setattr(corun, "pack_columns", lambda c: packs.append(1) or real_pack(c))
+    losses = {}
+    for on in (False, True):
+        tr = corun.Trainer(corun.Config(**SMALL, graphs=on), 0, torch.device("cpu"), raw_path)
+        packs.clear()
+        losses[on] = tr.run("rap")["losses"]
+        assert (getattr(tr, "_runner", None) is not None) is on
+        assert bool(fresh_cache) is on and bool(packs) is on
+        if on:
+            assert tr._runner.note == "eager (not a CUDA device)"
+    np.testing.assert_array_equal(losses[False], losses[True])
+    assert fused.constants_cached() is False  # restored after the run
+
+
+@pytest.mark.parametrize("variant", ["ideal", "rap", "cuda_stream"])
+def test_opt_in_variants_train_on_the_reference_batches(raw_path, variant):
+    """check=True on the opt-in path: every trained-on batch equals the numpy reference, and
+    the losses equal the default path's."""
+    got = {}
+    for on in (False, True):
+        tr = corun.Trainer(corun.Config(**SMALL, check=True, graphs=on), 0, torch.device("cpu"),
+                           raw_path)  # fmt: skip
+        got[on] = tr.run(variant)["losses"]
+    np.testing.assert_array_equal(got[False], got[True])
+
+
+def test_opt_in_two_process_variants(raw_path):
+    """The preprocessing process takes the switch from each command's Config."""
+    helpers = corun.Helpers(torch.device("cpu"), raw_path, 0, cpu_workers=0)
+    try:
+        got = {}
+        for on in (False, True):
+            tr = corun.Trainer(corun.Config(**SMALL, check=True, graphs=on), 0,
+                               torch.device("cpu"), raw_path, helpers)  # fmt: skip
+            got[on] = [tr.run(v)["losses"] for v in ("rap_process", "rap_no_mapping")]
+        np.testing.assert_array_equal(got[False], got[True])
+    finally:
+        helpers.close()
+
+
+def test_fused_ops_equal_with_the_cache_on(setup, fresh_cache):
+    cfg, progs, raw = setup
+    for name in ("rap", "mps"):
+        want = corun.preprocess(raw, progs[name], 1, cfg, 0, torch.device("cpu"))
+        with fused.cached_constants(True):
+            got = corun.preprocess(raw, progs[name], 1, cfg, 0, torch.device("cpu"))
+            again = corun.preprocess(raw, progs[name], 1, cfg, 0, torch.device("cpu"))
+        _same(got, want)
+        _same(again, want)
+    assert fresh_cache
+
+
+def test_profiler_keeps_the_default_path(fresh_cache):
+    """The cost-model profiler (where run 2's illegal address happened) never turns the cache
+    on: its fused calls build their constants per call, as on main."""
+    import inspect
+
+    from rap_share import profile
+
+    assert "cached_constants" not in inspect.getsource(profile)
+    fused.run("sigrid_hash", [Column(torch.arange(8))], [{"salt": 0, "max_value": 10}])
+    assert not fresh_cache
+
+
+# ------------------------------------------------------------------ packing, runner
+def test_pack_roundtrip():
+    cols = {"a": Column(np.arange(4), None, np.array([1, 0, 1, 1], bool)),
+            "b": Column(np.arange(4) * 2), "c": Column(np.ones(4, np.float32))}  # fmt: skip
+    host, layout = pack_columns(cols)
+    assert len(host) == 3  # int64 values, their masks, float32 values
+    env = unpack_columns(host, layout)
+    for k, c in cols.items():
+        assert np.array_equal(env[k].values.numpy(), c.values)
+        assert (env[k].valid is None) == (c.valid is None)
+    assert env["a"].valid.tolist() == [True, False, True, True]
+
+
+def test_packed_load_env_equals_the_default(setup):
+    from rap_share.runtime import load_env
+
+    _, progs, raw = setup
+    idx = raw.rows(0, 64, 1, 0)
+    loc, glo = raw.take(progs["rap"].raw_local, idx), raw.take(progs["rap"].raw_global, idx)
+    a, b = load_env(loc, glo, "cpu"), load_env(loc, glo, "cpu", packed=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k].values, b[k].values)
+        assert (a[k].valid is None) == (b[k].valid is None)
+        if a[k].valid is not None:
+            assert torch.equal(a[k].valid, b[k].valid)
+
+
+def test_runner_cpu_falls_back_and_equals_preprocess(setup):
+    cfg, progs, raw = setup
+    r = StagedRunner(raw, progs["rap"], cfg, 0, torch.device("cpu"))
+    assert not r.graphed and "not a CUDA device" in r.note
+    for it in range(3):
+        _same(r.run_all(it), corun.preprocess(raw, progs["rap"], it, cfg, 0, torch.device("cpu")))
+    off = StagedRunner(raw, progs["rap"], cfg, 0, torch.device("cpu"), graphs=False)
+    assert off.note == "eager (graphs off)"
+
+
+def test_runner_capture_failure_falls_back(setup, monkeypatch):
+    cfg, progs, raw = setup
+
+    def boom(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(StagedRunner, "_capture", boom)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    r = StagedRunner(raw, progs["rap"], cfg, 0, torch.device("cuda", 0))
+    assert not r.graphed and r.note.startswith("eager (capture failed: RuntimeError")
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_diagnostics_rows_and_summary(setup, tmp_path, on):
+    _, _, raw = setup
+    path = str(tmp_path / "raw.npz")
+    raw.save(path)
+    tr = corun.Trainer(corun.Config(plan="plan0", batch=64, steps=2, warmup=1, solver="greedy",
+                                    embedding_dim=8, max_table_rows=1000, graphs=on), 0,
+                       torch.device("cpu"), path)  # fmt: skip
+    diag = tr.prep_diagnostics(n=1)
+    assert diag["unfused"]["wall_ms"] > 0 and diag["graphs"] is on
+    assert diag["unfused_launches"] > diag["fused_launches"]
+    assert ("fused_runner" in diag) is on and (getattr(tr, "_runner", None) is not None) is on
+    runs = []
+    for v in ("ideal", "rap"):
+        res = tr.run(v)
+        res.update(config=corun.config_dict(tr.cfg), device="cpu", mps=False, prep=diag)
+        runs.append(res)
+    rows = figures.to_rows(runs, "figure10", "none")
+    thr = [r for r in rows if r["metric"] == "throughput"]
+    assert all(r["prep"] == diag and set(r["stage_ms"]) == set(STAGES) for r in thr)
+    assert all(r["graphs"] is on for r in thr)
+    text = "\n".join(figures.diagnostics(thr))
+    assert "preprocessing alone" in text and "Ideal -> RAP" in text
+    assert ("stage runner" in text) is on
+
+
+def test_const_cache_never_frees_a_cached_tensor(monkeypatch):
+    """Run 2: the cache was cleared when full, freeing tensors that captured graphs and other
+    streams still read. Full now means: keep every entry, hand out uncached tensors."""
+    monkeypatch.setattr(fused, "_CONST", {})
+    monkeypatch.setattr(fused, "_CONST_MAX", 3)
+    with fused.cached_constants(True):
+        first = [fused._cid([i + 1], torch.device("cpu")) for i in range(3)]
+        extra = fused._cid([99], torch.device("cpu"))
+        assert extra.tolist() == [0] * 99 and len(fused._CONST) == 3
+        for i, t in enumerate(first):  # the same objects: nothing was dropped
+            assert fused._cid([i + 1], torch.device("cpu")) is t
+    assert fused._cid([1], torch.device("cpu")) is not first[0]  # off: a fresh tensor
+
+
+# ------------------------------------------------------------------ GPU
+# Opt-in tests for an opt-in path: a plain ``pytest -m gpu`` (gpu_check.sh's default tests
+# step) skips them, ``RAP_SHARE_GRAPHS=1 pytest -m gpu`` (its GRAPHS=1 step) runs them.
+gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() or not graphs.enabled(),
+    reason="needs a CUDA GPU and RAP_SHARE_GRAPHS=1 (the opt-in path's GPU tests)",
+)
+
+
+@pytest.mark.gpu
+@gpu
+def test_runner_graphs_equal_eager_on_gpu(setup):
+    cfg, progs, raw = setup
+    dev = torch.device("cuda", 0)
+    r = StagedRunner(raw, progs["rap"], cfg, 0, dev)
+    assert r.graphed, r.note
+    for it in range(4):  # both slots, twice
+        r.load(it)
+        for s in STAGES:
+            r.stage(s, it)
+        torch.cuda.synchronize()
+        _same(r.outputs(it), corun.preprocess(raw, progs["rap"], it, cfg, 0, dev))
+
+
+@pytest.mark.gpu
+@gpu
+def test_runner_outputs_survive_the_other_slot_on_gpu(setup):
+    """Run 2: both slots shared one graph pool, so replaying batch i + 1 (other slot) wrote
+    into batch i's outputs; check batch i after batch i + 1 ran, as the trainer reads it."""
+    cfg, progs, raw = setup
+    dev = torch.device("cuda", 0)
+    r = StagedRunner(raw, progs["rap"], cfg, 0, dev)
+    assert r.graphed, r.note
+    pools = {id(s["pool"]) for s in r._slots}
+    assert len(pools) == 2
+    r.run_all(0)
+    for it in range(5):
+        r.run_all(it + 1)
+        torch.cuda.synchronize()
+        _same(r.outputs(it), corun.preprocess(raw, progs["rap"], it, cfg, 0, dev))
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("plan", ["plan0", "plan1"])
+def test_opt_in_outputs_and_losses_equal_the_default_on_gpu(raw_path, plan):
+    """Opt-in vs default on the GPU, over a few steps: the preprocessed batches (graph replay
+    vs main's eager launches) are equal and every checked batch equals the numpy reference;
+    the losses of rap, ideal and cuda_stream agree (the same inputs; only the trainer's own
+    atomics may differ in the last bits)."""
+    dev = torch.device("cuda", 0)
+    cfgs = {on: corun.Config(**{**SMALL, "batch": 512, "steps": 4, "warmup": 2}, plan=plan,
+                             graphs=on) for on in (False, True)}  # fmt: skip
+    trs = {on: corun.Trainer(cfgs[on], 0, dev, raw_path) for on in (False, True)}
+    runner = trs[True].rap_runner()
+    assert runner.graphed, runner.note
+    prog = trs[False].progs["rap"]
+    for it in range(4):
+        got = runner.run_all(it)
+        torch.cuda.synchronize()
+        _same(got, corun.preprocess(trs[False].raw, prog, it, cfgs[False], 0, dev))
+    for v in ("rap", "ideal", "cuda_stream"):  # unchecked: no host syncs between the steps
+        a, b = (trs[on].run(v)["losses"] for on in (False, True))
+        assert np.all(np.isfinite(b)), (v, b)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=v)
+    trs[True].cfg.check = True  # and every batch the graphed rap trains on == the reference
+    assert np.all(np.isfinite(trs[True].run("rap")["losses"]))
