@@ -128,10 +128,11 @@ for step in (30, 1, 300):  # warp/segmented, one-hot segmented and block modes o
             print(step, v, "reported:", str(e)[:90])
 from emb_kernels import errors, ops
 w = torch.randn(1000, 128, device="cuda")
-for step in (10, 100):  # the opt-in fast paths: coop (and K > 1), split bags, seg_unroll=8
+for step in (10, 100):  # the opt-in fast paths: coop (and K > 1), split bags, seg_unroll=8, async_rows
     offs = torch.arange(0, 3000, step, device="cuda")
     for fo in ({"coop": True, "block_warps": 0}, {"split": 4, "split_min_pooling": 1},
-               {"split": 8, "split_min_pooling": 1, "coop": True}, {"seg_unroll": 8, "coop": True}):
+               {"split": 8, "split_min_pooling": 1, "coop": True}, {"seg_unroll": 8, "coop": True},
+               {"async_rows": 16}, {"async_rows": 8, "segment_bags": 3}):
         l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast=fo)
         errors.watch(l(), lambda t, p: f"bad id at {p}")
         try:

@@ -127,6 +127,10 @@ def test_fast_sweep_variants_and_knobs():
     assert bench.parse_variant("fast-coop-split4").fast_options() == {"coop": True, "split": 4}
     assert bench.parse_variant("fast-su8").fast_options() == {"seg_unroll": 8}
     assert bench.parse_variant("fast-coop-su8").fast_options() == {"coop": True, "seg_unroll": 8}
+    assert bench.parse_variant("fast-async8").fast_options() == {"async_rows": 8}
+    assert bench.parse_variant("fast-async16").fast_options() == {"async_rows": 16}
+    for sweep in (bench.FAST_SWEEP_SINGLE, bench.FAST_SWEEP_BATCHED):
+        assert {"fast-async8", "fast-async16"} <= set(sweep)
     raw = bench.build_parser().parse_args(["--workload", "anchors", "--sweep", "fast"])
     bench._defaults(raw)
     one = [s.name for s in bench.specs_for(bench.args_for(raw, "anchor-1table"), fbgemm_ok=True)]

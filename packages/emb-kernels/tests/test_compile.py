@@ -95,6 +95,22 @@ def test_uncapped_kernels_do_not_spill():
 
 
 @needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_async_kernels_hold_their_ring_in_shared_memory(arch):
+    # the `async_rows` kernels: 4 warps x D rows x 512 B of static shared memory, no spills,
+    # and few enough registers that shared memory, not registers, bounds the D = 16 ones
+    # (sm_90 ptxas, nvcc 13.0: 62-65 registers)
+    from emb_kernels.constants import FAST_ASYNC_SLOT_BYTES, FAST_ASYNC_WARPS
+
+    found = usage(kernels.FAST_ASYNC_SOURCE, None, arch)
+    for name in kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]:
+        d = int(name.rsplit("_a", 1)[1])
+        u = found[name]
+        assert u["smem_bytes"] == FAST_ASYNC_WARPS * d * FAST_ASYNC_SLOT_BYTES, (name, u)
+        assert u.get("spill_stores", 0) == 0 and u["registers"] <= 72, (name, u)
+
+
+@needs_nvcc
 def test_sources_compile_for_sm80():
     for source in SM80_SOURCES:
         assert usage(source, None, "sm_80"), source

@@ -500,9 +500,40 @@ def test_fast_seg_unroll8_matches_reference(dim, index_dtype):
         ops.make_launcher(weight.half(), ids, offsets, variant="fast", fast={"seg_unroll": 8})
 
 
+@pytest.mark.parametrize("rows", [8, 16])
+@pytest.mark.parametrize("dim", [128, 160, 256, 64])  # whole warp, partial slice, 2, fallback
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_fast_async_rows_match_reference(rows, dim, index_dtype):
+    # the cp.async ring (H200 run 4 knob): bags shorter than the ring, chunk edges of the
+    # cooperative ids (31-33, 64), long bags, empty runs, K = 3 bags per warp; against the
+    # float64 reference (run_knob_cases) and torch's F.embedding_bag
+    weight, ids, offsets = make_case(700, dim, KNOB_LENGTHS, torch.float32, index_dtype)
+    ids[::5] = 11
+    for segment_bags in (None, 3):
+        fast = {"async_rows": rows}
+        if segment_bags:
+            fast["segment_bags"] = segment_bags
+
+        def check(plan):
+            assert plan.async_rows == (rows if dim >= 128 else 0), plan
+            assert plan.async_tables == (dim >= 128,), plan.paths
+
+        run_knob_cases(weight, ids, offsets, fast, 2e-6, check)
+    for mode, pad in (("sum", 11), ("mean", None), ("max", 11)):
+        launcher = ops.make_launcher(weight, ids, offsets, mode, None, pad, variant="fast",
+                                     fast={"async_rows": rows})  # fmt: skip
+        launcher.out.fill_(float("nan"))
+        ref = F.embedding_bag(ids, weight, offsets, mode=mode, padding_idx=pad)
+        assert_close(launcher(), ref, 1e-5, f"async{rows} vs F.embedding_bag {mode} pad={pad}")
+    half = ops.make_launcher(weight.half(), ids, offsets, variant="fast", fast={"async_rows": rows})
+    assert half.plan.async_rows == 0  # float16 falls back to the segmented path
+
+
 @pytest.mark.parametrize("fast", [{"split": 4, "split_min_pooling": 1},
                                   {"split": 2, "split_min_pooling": 1, "coop": True},
-                                  {"seg_unroll": 8}, {"seg_unroll": 8, "coop": True}])  # fmt: skip
+                                  {"seg_unroll": 8}, {"seg_unroll": 8, "coop": True},
+                                  {"async_rows": 8}, {"async_rows": 16},
+                                  {"async_rows": 16, "segment_bags": 2}])  # fmt: skip
 def test_fast_new_knobs_skip_and_report_bad_ids(fast):
     weight, ids, offsets = make_case(100, 128, [40, 0, 37, 100], torch.float32, torch.int64)
     ids[45] = 100
@@ -534,13 +565,16 @@ def test_fast_new_knobs_on_mlperf_like_tables(index_dtype):
     rows = [f.rows for f in feats]
     for opts in ({"split": 2}, {"split": 4}, {"split": 8}, {"split": 8, "split_min_pooling": 16},
                  {"split": 4, "coop": True}, {"seg_unroll": 8},
-                 {"seg_unroll": 8, "coop": True}):  # fmt: skip
+                 {"seg_unroll": 8, "coop": True}, {"async_rows": 8},
+                 {"async_rows": 16}):  # fmt: skip
         tbe = emb_kernels.TableBatchedEmbeddingBags(rows, dims, device="cuda",
                                                     fast_options=opts)  # fmt: skip
         out = tbe(batch)
         plan = next(iter(tbe._plans.values()))
         if "split" in opts:
             assert max(plan.split) > 1, plan
+        if "async_rows" in opts:  # the 64- and 16-wide tables fall back inside the launch
+            assert plan.async_tables == tuple(d >= 128 for d in dims), plan.paths
         ref = torch.cat([embedding_bag_reference(tbe.table(t).cpu().double(),
                                                  *[x.cpu() for x in batch.feature(t)[:2]])
                          for t in range(len(rows))], 1)  # fmt: skip

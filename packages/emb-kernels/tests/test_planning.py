@@ -265,3 +265,67 @@ def test_every_new_kernel_name_is_in_its_module():
     assert all(kernels.fast_source(n) == kernels.FAST_SOURCE for n in names[kernels.FAST_SOURCE])
     assert "ek_fast_seg_max_bf16_i32_v2_u8cs" in x and "ek_fast_seg_sum_f32_i64_v4_u8c8" in x
     assert not any("f16" in n and n.endswith(("_u8", "_u8c8")) for n in x)
+
+
+def test_async_rows_refuses_bad_values_and_combinations():
+    for bad in (0, 4, 32, True, "8"):
+        with pytest.raises(ValueError, match=r"async_rows must be one of \(8, 16\)"):
+            mlperf_plan(async_rows=bad)
+    for kw, what in (({"split": 2}, "split"), ({"seg_unroll": 8}, "seg_unroll=8"),
+                     ({"coop": True}, "coop=True")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"async_rows and {what}.* exclude each other"):
+            mlperf_plan(async_rows=8, **kw)
+    for kw in ({"block_warps": 2}, {"unroll": 8, "block_warps": 0}, {"hint": True}):
+        with pytest.raises(ValueError, match="async_rows needs warp mode"):
+            anchor_plan(async_rows=16, **kw)
+    assert mlperf_plan(async_rows=8, coop=False).async_rows == 8  # coop off explicitly: fine
+
+
+@pytest.mark.parametrize("rows", [8, 16])
+def test_async_rows_plan_says_which_tables_take_the_ring(rows):
+    default = mlperf_plan()
+    plan = mlperf_plan(async_rows=rows)
+    assert plan.name == f"ek_fast_seg_sum_f32_i64_v16_a{rows}" and plan.async_rows == rows
+    assert plan.source == kernels.FAST_ASYNC_SOURCE and plan.block == 128
+    assert plan.grid == -(-plan.total_units // 4)
+    # the work split is the default one (K bags per warp); only the kernel and block differ
+    assert torch.equal(plan.meta, default.meta) and plan.total_units == default.total_units
+    assert plan.async_tables == (True,) * 26 and not any(default.async_tables)
+    assert plan.paths[20] == f"async{rows}" and plan.paths[2] == f"async{rows} K=16"
+    assert default.paths[20] == "warp" and default.paths[2] == "segmented K=16"
+    assert anchor_plan(async_rows=rows, mode="max").name.startswith("ek_fast_seg_max_")
+    # the uniform anchor: warp mode forced (the default is block2), one bag per warp
+    one = anchor_plan(async_rows=rows)
+    assert one.block_warps == 0 and one.paths == (f"async{rows}",) and one.block == 128
+    # mixed widths: tables narrower than a warp of 16-byte vectors keep their paths
+    mixed = mlperf_plan(dims=[64, 160, 16] + [128] * 23, async_rows=rows)
+    assert mixed.async_tables == (False, True, False, *(True,) * 23)
+    assert mixed.paths[0] == "segmented K=6" and mixed.paths[1] == f"async{rows} K=8"
+
+
+def test_async_rows_falls_back_where_no_kernel_serves_it():
+    for plan, without in (
+        (mlperf_plan(dtype=torch.float16, async_rows=8), mlperf_plan(dtype=torch.float16)),
+        (mlperf_plan(dims=[64] * 26, async_rows=8), mlperf_plan(dims=[64] * 26)),
+        (mlperf_plan(dims=[130] * 26, async_rows=16), mlperf_plan(dims=[130] * 26)),  # 8 B vecs
+        (
+            anchor_plan(dtype=torch.bfloat16, dims=[256], async_rows=16),
+            anchor_plan(dtype=torch.bfloat16, dims=[256]),
+        ),
+    ):
+        assert plan.async_rows == 0 and not any(plan.async_tables), plan.paths
+        assert plan.name == without.name and plan.paths == without.paths
+        assert plan.block == without.block and plan.source != kernels.FAST_ASYNC_SOURCE
+    assert anchor_plan(dtype=torch.bfloat16, dims=[256]).paths == ("block2",)
+
+
+def test_async_kernel_names_live_in_their_module():
+    names = kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]
+    assert sorted(names) == sorted(
+        f"ek_fast_seg_{k}_f32_{i}_v16_a{d}" for k in ("sum", "max") for i in ("i32", "i64")
+        for d in (8, 16)
+    )  # fmt: skip
+    assert all(kernels.fast_source(n) == kernels.FAST_ASYNC_SOURCE for n in names)
+    assert kernels.fast_source("ek_fast_seg_sum_f32_i64_v16_u8") == kernels.FAST_X_SOURCE
+    with pytest.raises(ValueError, match="no async_rows=8 kernel"):
+        kernels.fast_name(torch.float16, torch.int64, False, 16, 4, async_rows=8)

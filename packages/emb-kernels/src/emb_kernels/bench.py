@@ -21,8 +21,9 @@ fast-tableorder (work units in table order, not longest first), fast-v1 (no coop
 loads: the code path before them), fast-coop (warp mode with cooperative id loads),
 fast-segK (K bags per lane group), fast-splitS (S warps share each bag of tables of >= 40 ids
 per bag, inside the warp-mode launch), fast-splitS-minN (... of >= N ids), fast-coop-splitS,
-fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32); torch; fbgemm
-(FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
+fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32), fast-async8 /
+fast-async16 (8 / 16 rows per warp through a cp.async ring in shared memory, float32); torch;
+fbgemm (FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
 (FAST_SWEEP_SINGLE, FAST_SWEEP_BATCHED) next to torch and FBGEMM, without the paper baseline.
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
 those alone (table-batched ones time the whole forward: one launch for fast, one per table
@@ -72,12 +73,12 @@ BATCHED_VARIANTS = (
 # --sweep fast (H200 run 3: pick the fast default from measured numbers); every variant's
 # output is checked against torch before it is timed, FBGEMM TBE added when it runs
 FAST_SWEEP_SINGLE = (
-    "fast", "fast-warp", "fast-block2", "fast-coop", "fast-split2-min16", "fast-su8",
-    "fast-coop-su8", "fast-u4h", "fast-u8h", "torch",
+    "fast", "fast-async8", "fast-async16", "fast-warp", "fast-block2", "fast-coop",
+    "fast-split2-min16", "fast-su8", "fast-coop-su8", "fast-u4h", "fast-u8h", "torch",
 )  # fmt: skip
 FAST_SWEEP_BATCHED = (
-    "fast", "fast-coop", "fast-split2", "fast-split4", "fast-split8", "fast-split4-min16",
-    "fast-coop-split4", "fast-su8", "fast-coop-su8", "torch",
+    "fast", "fast-async8", "fast-async16", "fast-coop", "fast-split2", "fast-split4",
+    "fast-split8", "fast-split4-min16", "fast-coop-split4", "fast-su8", "fast-coop-su8", "torch",
 )  # fmt: skip
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
 ANCHOR_WORKLOADS = ("anchor-1table", *BATCHED_WORKLOADS)
@@ -113,6 +114,7 @@ class Spec:
     split: int | None = None  # fast: warps sharing each bag of long-bag tables (2, 4, 8)
     split_min_pooling: float | None = None  # fast: ... of tables with at least this pooling
     seg_unroll: int | None = None  # fast: rows in flight in the segmented path (8: float32)
+    async_rows: int | None = None  # fast: rows per warp in a cp.async ring (8, 16: float32)
 
     def fast_options(self) -> dict:
         opts = {
@@ -125,6 +127,7 @@ class Spec:
             "split": self.split,
             "split_min_pooling": self.split_min_pooling,
             "seg_unroll": self.seg_unroll,
+            "async_rows": self.async_rows,
         }
         opts = {k: v for k, v in opts.items() if v is not None}
         return {**opts, "hint": True} if self.hint else opts
@@ -176,6 +179,8 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
             table[f"fast-split{sp}-min{lo}"] = Spec(name, "fast", split=sp, split_min_pooling=lo)
     table["fast-su8"] = Spec(name, "fast", seg_unroll=8)
     table["fast-coop-su8"] = Spec(name, "fast", coop=True, seg_unroll=8)
+    for d in (8, 16):  # cooperative ids are part of the async path (no coop- twin)
+        table[f"fast-async{d}"] = Spec(name, "fast", async_rows=d)
     if base not in table:
         raise ValueError(f"unknown variant {base!r}; known: {', '.join(table)}")
     spec = table[base]

@@ -40,7 +40,13 @@ def jobs_for(caps: list[int | None]) -> list[tuple[str, int | None]]:
     jobs = [("bag_baseline.cu", c) for c in dict.fromkeys(caps)]
     if None not in caps:
         jobs.append(("bag_baseline.cu", None))
-    return [*jobs, ("bag_fast.cu", None), ("bag_fast_x.cu", None), ("l2p.cu", None)]
+    return [
+        *jobs,
+        ("bag_fast.cu", None),
+        ("bag_fast_x.cu", None),
+        ("bag_fast_async.cu", None),
+        ("l2p.cu", None),
+    ]
 
 
 def _build_one(source: str, arch: str, cap: int | None) -> tuple[str, int | None, float, bool]:

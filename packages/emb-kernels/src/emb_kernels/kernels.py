@@ -7,9 +7,11 @@ Names follow the ``extern "C"`` wrappers of ``csrc/*.cu``:
 * ``ek_fast_warp_<sum|max>_<dtype>_<index>_v<VB>_u<U>[_h]``,
   ``ek_fast_seg_<sum|max>_<dtype>_<index>_v<VB>_u4`` (segmented), ``..._u8c`` (segmented with
   cooperative id loads), ``..._u4s`` / ``..._u8cs`` (those two with split bags), ``..._u8`` /
-  ``..._u8c8`` (those two with 8 rows in flight in the segmented path, float32) and
-  ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>``: the split and ``_u8``/``_u8c8`` ones in
-  ``bag_fast_x.cu``, the others in ``bag_fast.cu`` (device code of both: ``bag_fast.cuh``);
+  ``..._u8c8`` (those two with 8 rows in flight in the segmented path, float32),
+  ``ek_fast_seg_<sum|max>_f32_<index>_v16_a<D>`` (rows through a cp.async ring of D per warp
+  in shared memory) and ``ek_fast_block<WB>_sum_<dtype>_<index>_v<VB>``: the split and
+  ``_u8``/``_u8c8`` ones in ``bag_fast_x.cu``, the ``_a<D>`` ones in ``bag_fast_async.cu``,
+  the others in ``bag_fast.cu`` (device code of all three: ``bag_fast.cuh``);
 * ``ek_l2p_prefetch`` and ``ek_spin`` in ``l2p.cu``.
 
 dtype is f32/f16/bf16 and index i32/i64. Launchers take tensors already checked by
@@ -29,6 +31,8 @@ from emb_kernels import launch as L
 from emb_kernels.constants import (
     BASELINE_BLOCK,
     BASELINE_GRID,
+    FAST_ASYNC_ROWS,
+    FAST_ASYNC_WARPS,
     FAST_BLOCK_MODE_MIN_POOLING,
     FAST_BLOCK_THREADS,
     FAST_BLOCK_WARPS,
@@ -60,6 +64,7 @@ INDEX_NAMES = {torch.int32: "i32", torch.int64: "i64"}
 BASELINE_SOURCE = "bag_baseline.cu"
 FAST_SOURCE = "bag_fast.cu"
 FAST_X_SOURCE = "bag_fast_x.cu"  # the opt-in split / seg_unroll=8 kernels (a module apart)
+FAST_ASYNC_SOURCE = "bag_fast_async.cu"  # the opt-in async_rows kernels (a module apart)
 L2P_SOURCE = "l2p.cu"
 
 
@@ -91,11 +96,19 @@ def fast_name(
     coop: bool = False,
     split: bool = False,
     seg_unroll: int = 4,
+    async_rows: int = 0,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
         return f"ek_fast_block{block_warps}_sum_{t}_{i}_v{vec_bytes}"
     kind = "max" if is_max else "sum"
+    if async_rows:
+        if (async_rows not in FAST_ASYNC_ROWS or dtype != torch.float32 or vec_bytes != 16
+                or split or coop or seg_unroll != 4):  # fmt: skip
+            raise ValueError(f"fast: no async_rows={async_rows} kernel for {dtype}, "
+                             f"{vec_bytes}-byte vectors, split={split}, coop={coop}, "
+                             f"seg_unroll={seg_unroll}")  # fmt: skip
+        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}"
     s = "s" if split else ""
     if seg_unroll != 4:
         if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
@@ -113,7 +126,7 @@ def fast_name(
 
 def all_kernel_names() -> dict[str, list[str]]:
     """Every instantiated kernel, by source file (what the compile check looks for)."""
-    base, fast, fast_x = [], [], []
+    base, fast, fast_x, fast_async = [], [], [], []
     for dtype in TYPE_NAMES:
         for idx in INDEX_NAMES:
             base.append(baseline_name(dtype, idx, "sum"))
@@ -132,6 +145,8 @@ def all_kernel_names() -> dict[str, list[str]]:
                                                     coop=coop, seg_unroll=8))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
+                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d)
+                                  for d in FAST_ASYNC_ROWS for is_max in (False, True))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
@@ -140,13 +155,17 @@ def all_kernel_names() -> dict[str, list[str]]:
         BASELINE_SOURCE: base,
         FAST_SOURCE: fast,
         FAST_X_SOURCE: fast_x,
+        FAST_ASYNC_SOURCE: fast_async,
         L2P_SOURCE: ["ek_l2p_prefetch", "ek_spin"],
     }
 
 
 def fast_source(name: str) -> str:
     """The module of a fast kernel: the opt-in split and seg_unroll=8 kernels live in
-    FAST_X_SOURCE, the others in FAST_SOURCE."""
+    FAST_X_SOURCE, the async_rows ones (``_a<D>``) in FAST_ASYNC_SOURCE, the others in
+    FAST_SOURCE."""
+    if name.startswith("ek_fast_seg_") and name.endswith(tuple(f"_a{d}" for d in FAST_ASYNC_ROWS)):
+        return FAST_ASYNC_SOURCE
     if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
         name.startswith("ek_fast_seg_") and name.endswith("_u8")
     ):
@@ -255,10 +274,19 @@ class FastPlan:
     grid: int
     split: tuple[int, ...] = ()  # warps per bag of each table (split kernels); () = none
     seg_unroll: int = 4  # rows in flight per lane in the segmented path (8: `_u8`, `_u8c8`)
+    async_rows: int = 0  # D of the `_a<D>` kernels (rows per warp in shared memory); 0 = none
+    # the path each table takes, in table order: "block<W>", "async<D>[ K=<k>]", "split<S>",
+    # "coop", "segmented K=<k>" or "warp" (one bag per lane group, rows in registers)
+    paths: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
         return fast_source(self.name)
+
+    @property
+    def async_tables(self) -> tuple[bool, ...]:
+        """Per table (table order): whether it gathers through the shared-memory ring."""
+        return tuple(p.startswith("async") for p in self.paths)
 
     @property
     def block_mode(self) -> bool:
@@ -266,6 +294,8 @@ class FastPlan:
 
     @property
     def block(self) -> int:
+        if self.async_rows:
+            return 32 * FAST_ASYNC_WARPS
         return 32 * self.block_warps if self.block_warps else FAST_BLOCK_THREADS
 
 
@@ -299,6 +329,7 @@ def plan_fast(
     split: int | None = None,
     split_min_pooling: float | None = None,
     seg_unroll: int | None = None,
+    async_rows: int | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -326,6 +357,16 @@ def plan_fast(
     ``seg_unroll=8`` (float32 only; default 4) launches the segmented kernel (``_u8``, or
     ``_u8c8`` with ``coop``) with 8 rows in flight per lane group (3 blocks per SM), even
     where every lane group walks one bag; not with ``split``.
+    ``async_rows`` (8 or 16; default None: off) gathers the rows of every table whose lane
+    group is the whole warp (>= 32 16-byte vectors per row: float32 dims >= 128) through a
+    cp.async ring of that many rows per warp in shared memory (kernels ``_a8`` / ``_a16``,
+    blocks of FAST_ASYNC_WARPS warps), ids loaded cooperatively, K >= 1 bags per warp as in
+    the segmented mode; the other tables take the U = 4 segmented path in the same launch.
+    Implies warp mode; needs the default unroll, no hints, and excludes ``split``,
+    ``seg_unroll=8`` and ``coop=True`` (the async path loads ids cooperatively already).
+    Launches it cannot serve (not float32, rows not 16-byte aligned, no table 32 vectors
+    wide) fall back to the kernels they would get without it: ``plan.async_rows`` is then 0.
+    ``plan.paths`` says which path each table took.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -351,7 +392,26 @@ def plan_fast(
         raise ValueError(f"fast: seg_unroll=8 is instantiated for float32 only, not {dtype}")
     if seg8 and split is not None:
         raise ValueError("fast: seg_unroll=8 and split exclude each other (no such kernel)")
-    if block_warps is None and (segment_bags is not None or split is not None or seg8):
+    if async_rows is not None:
+        if isinstance(async_rows, bool) or async_rows not in FAST_ASYNC_ROWS:
+            raise ValueError(f"fast: async_rows must be one of {FAST_ASYNC_ROWS} (rows per warp "
+                             f"in the shared-memory ring) or None, got {async_rows!r}")  # fmt: skip
+        for what, bad in (("split", split is not None), ("seg_unroll=8", seg8),
+                          ("coop=True (the async path loads ids cooperatively already)",
+                           bool(coop))):  # fmt: skip
+            if bad:
+                raise ValueError(f"fast: async_rows and {what} exclude each other")
+        if (block_warps or 0) or unroll not in (None, FAST_DEFAULT_UNROLL) or hint:
+            raise ValueError("fast: async_rows needs warp mode (block_warps=0 or None), the "
+                             "default unroll and no load hints")  # fmt: skip
+    # the async kernels exist for float32 16-byte rows; they serve tables of >= 32 vectors
+    use_async = (
+        bool(async_rows)
+        and dtype == torch.float32
+        and vb == 16
+        and any(d * elem // vb >= 32 for d in dims)
+    )
+    if block_warps is None and (segment_bags is not None or split is not None or seg8 or use_async):
         block_warps = 0  # forcing lane groups of K bags (or split bags) forces warp mode
     if block_warps is None:
         block_warps = _auto_block_warps(
@@ -441,7 +501,8 @@ def plan_fast(
     segmented = any(k > 1 for k in kbs)
     if coop is None:  # by default where some table's row slice is a whole warp
         coop = (
-            FAST_COOP
+            not use_async
+            and FAST_COOP
             and can_segment
             and segment_rows != 0
             and any(lanes == 32 for _, lanes, _ in shapes)
@@ -467,8 +528,24 @@ def plan_fast(
                  kbs[t], t, parts[t]]  # fmt: skip
         unit += units
     assert len(meta) == FAST_META_STRIDE * len(dims)
-    grid = unit if block_warps else math.ceil(unit / (FAST_BLOCK_THREADS // 32))
+    warps_per_block = FAST_ASYNC_WARPS if use_async else FAST_BLOCK_THREADS // 32
+    grid = unit if block_warps else math.ceil(unit / warps_per_block)
     is_split = any(s > 1 for s in parts)
+    ring = int(async_rows) if use_async else 0
+
+    def path(t: int) -> str:
+        _, lanes, _ = shapes[t]
+        k = kbs[t]
+        if block_warps:
+            return f"block{block_warps}"
+        if ring and lanes == 32:  # the device's test (ek_fast_seg): K >= 1 bags per warp
+            return f"async{ring}" + (f" K={k}" if k > 1 else "")
+        if parts[t] > 1:
+            return f"split{parts[t]}"
+        if coop and lanes == 32 and k == 1:
+            return "coop"
+        return f"segmented K={k}" if k > 1 else "warp"
+
     return FastPlan(
         name=fast_name(
             dtype,
@@ -482,6 +559,7 @@ def plan_fast(
             coop,
             is_split,
             8 if seg8 else 4,
+            ring,
         ),
         vec_bytes=vb,
         unroll=unroll,
@@ -494,6 +572,8 @@ def plan_fast(
         grid=grid,
         split=tuple(parts) if is_split else (),
         seg_unroll=8 if seg8 else 4,
+        async_rows=ring,
+        paths=tuple(path(t) for t in range(len(dims))),
     )
 
 
@@ -633,14 +713,16 @@ def launch_fast(
             f"fast: a base pointer is not {plan.vec_bytes}-byte aligned; plan again with "
             "pointer_align=pointer_alignment(weights, out)"
         )
-    if (plan.segmented or plan.coop or plan.split or plan.seg_unroll != 4) and max(
-        indices.numel(), batch
-    ) >= 2**31:
+    if (
+        plan.segmented or plan.coop or plan.split or plan.seg_unroll != 4 or plan.async_rows
+    ) and max(indices.numel(), batch) >= 2**31:
         raise ValueError(
             "fast: the segmented mode keeps positions in 32 bits; with 2^31 or more ids plan "
             "with segment_rows=0 (or block_warps) instead"
         )
     fn = L.get_function(plan.source, plan.name, None, weights.device)
+    if plan.async_rows:  # the ring is shared memory: ask for the largest carveout (a hint)
+        L.prefer_max_shared(fn)
     args = [
         L.ptr(indices),
         L.ptr(offsets),

@@ -183,6 +183,23 @@ def function_attributes(fn) -> dict:
     }
 
 
+_carveout_set: set = set()
+
+
+def prefer_max_shared(fn) -> None:
+    """Ask for the largest shared-memory carveout for ``fn`` (once per function): a hint to
+    the driver, for kernels whose occupancy is bounded by their static shared memory."""
+    key = id(fn)  # get_function caches the objects, so the id is stable
+    if key in _carveout_set:
+        return
+    drv = driver_module()
+    a = drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
+    check(
+        drv.cuFuncSetAttribute(fn, a, 100), "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)"
+    )
+    _carveout_set.add(key)
+
+
 def max_active_blocks(fn, block_threads: int, dynamic_smem: int = 0) -> int:
     drv = driver_module()
     return int(

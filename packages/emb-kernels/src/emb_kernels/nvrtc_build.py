@@ -22,7 +22,7 @@ from pathlib import Path
 from rec_common.cuda_python import atomic_write as _atomic_write
 from rec_common.cuda_python import nvrtc_check, nvrtc_compile
 
-SOURCES = ("bag_baseline.cu", "bag_fast.cu", "bag_fast_x.cu", "l2p.cu")
+SOURCES = ("bag_baseline.cu", "bag_fast.cu", "bag_fast_x.cu", "bag_fast_async.cu", "l2p.cu")
 HEADERS = ("common.cuh", "bag_fast.cuh")
 CUDA_EXTRA_HINT = "pip install 'emb-kernels[cuda]'"
 

@@ -16,6 +16,8 @@ from emb_kernels import kernels
 from emb_kernels.constants import (
     BASELINE_BLOCK,
     DEFAULT_MAX_REGISTERS,
+    FAST_ASYNC_ROWS,
+    FAST_ASYNC_WARPS,
     PREFETCH_DISTANCES,
     SWEEP_REGISTER_CAPS,
 )
@@ -65,6 +67,11 @@ def entries(dtype: torch.dtype, index_dtype: torch.dtype) -> list[dict]:
                                               seg_unroll=8), 256),
             ("fast coop seg u8", kernels.fast_name(dtype, index_dtype, False, vb, 4, coop=True,
                                                    seg_unroll=8), 256),
+        ]  # fmt: skip
+        fast += [
+            (f"fast async{d}", kernels.fast_name(dtype, index_dtype, False, 16, 4, async_rows=d),
+             32 * FAST_ASYNC_WARPS)
+            for d in FAST_ASYNC_ROWS
         ]  # fmt: skip
     fast += [
         (f"fast block{wb}", kernels.fast_name(dtype, index_dtype, False, vb, 4, wb), 32 * wb)

@@ -26,8 +26,9 @@
 // A bad id is recorded and skipped.
 //
 // This header holds the device code; the extern "C" kernels are in bag_fast.cu (the
-// defaults) and bag_fast_x.cu (the opt-in `split` / `seg_unroll=8` kernels: a separate
-// module, so the default one does not grow).
+// defaults), bag_fast_x.cu (the opt-in `split` / `seg_unroll=8` kernels: a separate
+// module, so the default one does not grow) and bag_fast_async.cu (the opt-in `async_rows`
+// kernels: rows gathered through a cp.async ring in shared memory, ek_gather_async).
 #pragma once
 #include "common.cuh"
 
@@ -339,6 +340,153 @@ __device__ __forceinline__ int ek_gather_coop(
   return count;
 }
 
+// Async path (the `async_rows` knob: kernels `_a8`, `_a16` in bag_fast_async.cu, sm_80+):
+// a warp whose lane group is the whole warp (row slice of 32 16-byte vectors, e.g. 128
+// fp32) walks its K >= 1 consecutive bags as one stream of ids, like the segmented path,
+// but keeps D rows in flight through a ring of D slots per warp in shared memory instead of
+// registers: row p is copied by `cp.async.cg` (16 bytes per lane, L2 only) into slot p % D,
+// one commit group per row; the loop waits for the oldest group (wait_group D - 1: row r),
+// accumulates it from shared memory (fp32), and issues row r + D into the freed slot. Each
+// lane reads back only the 16 bytes it copied itself, so no warp barrier is needed (a
+// thread's own cp.async writes are visible to it after its wait_group). Ids are loaded
+// cooperatively (lane l holds the code of position 32c + l of the current chunk c and of
+// chunk c + 1; the codes are taken with __shfl_sync), per-sample weights likewise; the chunk
+// after next is loaded when the consumer enters a chunk (32 - D rows before it is needed).
+// Every row group is committed, empty for padding, bad ids and positions past the stream,
+// so the group count is uniform. All 32 lanes run the loop (control flow depends only on the
+// stream); only `active` lanes (vec < nvec) copy, read and write. Positions are 32-bit.
+#define EK_ASYNC_WARPS 4  // warps per block of the async kernels (kernels.FAST_ASYNC_WARPS)
+#define EK_ASYNC_SLOT_BYTES 512  // one row slot of a warp: 32 lanes x 16 bytes
+
+__device__ __forceinline__ u32 ek_smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void ek_cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void ek_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ EkVec<16> ek_ld_shared16(u32 a) {
+  EkVec<16> v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.w[0]), "=r"(v.w[1]), "=r"(v.w[2]), "=r"(v.w[3])
+               : "r"(a)
+               : "memory");
+  return v;
+}
+
+template <typename T, typename I, int D, bool IS_MAX>
+__device__ __forceinline__ void ek_gather_async(
+    const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
+    const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
+    i64 bag1, bool active, T* __restrict__ out, i64 out_stride, i64 out_col, int mode,
+    u64* err, int table) {
+  static_assert(D >= 2 && D <= 16 && (D & (D - 1)) == 0, "D: a power of two, 2..16");
+  constexpr int NE = EkElems<T, 16>::NE;
+  constexpr unsigned FULL = 0xffffffffu;
+  __shared__ __align__(16) u32 ring[EK_ASYNC_WARPS * D * EK_ASYNC_SLOT_BYTES / 4];
+  const int lane = threadIdx.x & 31;
+  const int warp = (threadIdx.x >> 5) & (EK_ASYNC_WARPS - 1);
+  const u32 slot0 = ek_smem_addr(ring) + (u32)(warp * D * EK_ASYNC_SLOT_BYTES + lane * 16);
+  const i64 first = (i64)offs[bag0];
+  const int n = (int)((i64)offs[bag1] - first);
+  const int nb = (int)(bag1 - bag0);
+  const I* __restrict__ ids = indices + first;
+  const T* __restrict__ w8 = psw != 0 ? psw + first : psw;
+  int cur = 0;
+  int cur_end = (int)((i64)offs[bag0 + 1] - first);
+  int nxt_end = nb > 1 ? (int)((i64)offs[bag0 + 2] - first) : n;
+  float acc[NE];
+#pragma unroll
+  for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+  int count = 0;
+  // codes (ek_id_code: -1 past the stream or padding, -2 bad) of chunks c and c + 1
+  int id_a = ek_id_code(ids, lane, n, rows, padding_idx);
+  int id_b = ek_id_code(ids, 32 + lane, n, rows, padding_idx);
+  float w_a = (!IS_MAX && w8 != 0 && lane < n) ? to_f32(w8[lane]) : 1.f;
+  float w_b = (!IS_MAX && w8 != 0 && 32 + lane < n) ? to_f32(w8[32 + lane]) : 1.f;
+  if (id_a == -2) ek_record_bad_id(err, table, first + lane);
+  if (id_b == -2) ek_record_bad_id(err, table, first + 32 + lane);
+  u32 live = 0;  // slot s holds a row to add (the same in every lane)
+#pragma unroll
+  for (int q = 0; q < D; ++q) {  // prologue: rows 0 .. D - 1 (D <= 32: all in chunk 0)
+    const int code = __shfl_sync(FULL, id_a, q);
+    if (code >= 0) {
+      live |= 1u << q;
+      if (active) {
+        ek_cp_async16(slot0 + q * EK_ASYNC_SLOT_BYTES,
+                      rows_base + ek_row_offset(code, row_bytes));
+      }
+    }
+    ek_cp_async_commit();
+  }
+  for (int r = 0; r < n; ++r) {
+    if (r > 0 && (r & 31) == 0) {  // the consumer enters chunk r / 32: load the one after
+      id_a = id_b;
+      w_a = w_b;
+      const int p = r + 32 + lane;
+      id_b = ek_id_code(ids, p, n, rows, padding_idx);
+      w_b = (!IS_MAX && w8 != 0 && p < n) ? to_f32(w8[p]) : 1.f;
+      if (id_b == -2) ek_record_bad_id(err, table, first + p);
+    }
+    const int s = r & (D - 1);
+    while (r >= cur_end) {  // bag `cur` is complete (possibly empty): write it
+      if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+#pragma unroll
+      for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+      count = 0;
+      cur += 1;
+      cur_end = nxt_end;
+      nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
+    }
+    const float scale = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, w_a, r & 31) : 1.f;
+    ek_cp_async_wait<D - 1>();  // row r (the oldest of D groups) has landed
+    if (live & (1u << s)) {
+      if (active) {
+        const EkVec<16> v = ek_ld_shared16(slot0 + s * EK_ASYNC_SLOT_BYTES);
+#pragma unroll
+        for (int j = 0; j < NE; ++j) {
+          const float x = ek_elem<T, 16>(v, j);
+          if (IS_MAX) {
+            acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+          } else {
+            acc[j] += scale * x;
+          }
+        }
+      }
+      count += 1;
+    }
+    // row r + D into the freed slot (its id is in chunk r / 32 or the next). The lane's own
+    // ld.shared of slot s above must be done before its cp.async overwrites the slot: the
+    // hardware orders them in practice, __syncwarp() makes it a guarantee (memory ordering
+    // among the warp's lanes; all lanes get here, n is the same for the whole warp).
+    __syncwarp();
+    const int q = r + D;
+    const int code = __shfl_sync(FULL, (q >> 5) == (r >> 5) ? id_a : id_b, q & 31);
+    live &= ~(1u << s);
+    if (code >= 0) {
+      live |= 1u << s;
+      if (active) {
+        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes));
+      }
+    }
+    ek_cp_async_commit();
+  }
+  while (cur < nb) {  // the last bag with ids, then any empty bags after it
+    if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+#pragma unroll
+    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+    count = 0;
+    cur += 1;
+  }
+}
+
 // Split path (the `split` knob: kernels `_u4s`, `_u8cs`): the bags of a table with meta
 // S > 1 are shared by S consecutive warps of one block (the host starts such a table's units
 // at a multiple of S, S divides 8, so a group never straddles blocks). Warp `part` takes groups
@@ -402,7 +550,7 @@ __device__ __forceinline__ void ek_split_bag(
 }
 
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false,
-          bool SPLIT = false>
+          bool SPLIT = false, int ASYNC = 0>
 __device__ __forceinline__ void ek_fast_seg(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
     const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
@@ -429,6 +577,21 @@ __device__ __forceinline__ void ek_fast_seg(
                                    (int)m[EK_M_SPLIT], local, batch, out, out_stride, mode,
                                    padding_idx, err);
     return;
+  }
+  if constexpr (ASYNC > 0) {  // `async_rows` kernels (VB 16): D = ASYNC rows per warp in
+    // shared memory for tables whose lane group is the whole warp (K >= 1 bags each)
+    static_assert(VB == 16, "the async path copies 16 bytes per lane");
+    if (lanes == 32) {  // warp-uniform (per table)
+      if (bag0 >= batch) return;  // the same bag0 for all 32 lanes
+      const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
+      const bool active = vec < nvec;
+      ek_gather_async<T, I, ASYNC, IS_MAX>(
+          indices, offsets + tab * batch, psw,
+          (const char*)(weights + m[EK_M_WOFF]) + (active ? vec * VB : 0),
+          m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, bag0, bag1, active, out,
+          out_stride, m[EK_M_OUTCOL] + vec * NE, mode, err, tab);
+      return;
+    }
   }
   if (COOP && lanes == 32 && kb == 1) {  // warp-uniform: the warp owns one bag (a table of
     // long bags, e.g. mlperf's 100 and 27 ids); lane groups of several bags stay below

@@ -1,0 +1,22 @@
+// `fast`: the opt-in kernels of the `async_rows` knob (kernels.FAST_ASYNC_SOURCE; design in
+// bag_fast.cuh, ek_gather_async), a module apart from the default kernels of bag_fast.cu.
+// cp.async needs sm_80+ (the package's minimum).
+#include "bag_fast.cuh"
+
+// ek_fast_seg_<sum|max>_f32_<index>_v16_a<D>: the segmented kernel in blocks of
+// EK_ASYNC_WARPS warps, where tables whose lane group is the whole warp gather through a ring
+// of D rows per warp in shared memory (EK_ASYNC_WARPS x D x 512 bytes per block); the other
+// tables of the launch take the U = 4 segmented path in the same kernel
+#define EK_INST_ASYNC(KIND, IS_MAX, IN, I, D)                                         \
+  extern "C" __global__ void __launch_bounds__(EK_ASYNC_WARPS * 32)                   \
+      ek_fast_seg_##KIND##_f32_##IN##_v16_a##D(EK_FAST_PARAMS(float, I)) {             \
+    ek_fast_seg<float, I, 16, 4, IS_MAX, false, false, D>(EK_FAST_ARGS);              \
+  }
+#define EK_INST_ASYNC_D(IN, I, D)            \
+  EK_INST_ASYNC(sum, false, IN, I, D)        \
+  EK_INST_ASYNC(max, true, IN, I, D)
+
+EK_INST_ASYNC_D(i32, int, 8)
+EK_INST_ASYNC_D(i64, i64, 8)
+EK_INST_ASYNC_D(i32, int, 16)
+EK_INST_ASYNC_D(i64, i64, 16)
