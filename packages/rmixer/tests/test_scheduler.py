@@ -150,3 +150,33 @@ def test_cpu_jobs_teach_the_corun_slowdown_and_it_is_saved(tmp_path, launcher):
     )
     learned = events_of(s, "corun_slowdown")
     assert learned and learned[0]["before"] == 1.0 and learned[0]["after"] > 10
+
+
+def test_under_mps_the_scheduler_uses_the_fill_rule_end_to_end(tmp_path, launcher):
+    """With MPS in the jobs' environment the scheduler tells the policy (Context.mps), dyMix
+    places by the fill rule, and real CPU jobs (which ignore the variable) all finish."""
+    from helpers import OPEN_STORES
+
+    from rmixer.devices import build_devices
+    from rmixer.events import EventLog
+    from rmixer.policies import make_policy
+    from rmixer.scheduler import Scheduler
+    from rmixer.store import Store
+
+    store = Store(tmp_path / "jobs.db")
+    OPEN_STORES.append(store)
+    policy = make_policy("rmixer")
+    filled = []
+    real_fill = policy.fill
+    policy.fill = lambda order, dev, ctx: filled.append(ctx.mps) or real_fill(order, dev, ctx)
+    devices = build_devices([], 2, 0, cpu_as_gpu=1, gpu_memory_mb=4000)
+    s = Scheduler(store, devices, policy, Knowledge({}),
+                  EventLog(tmp_path / "events.jsonl", keep=True), tmp_path, launcher=launcher,
+                  cpu_threads=1, poll_s=0.01,
+                  job_env={"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe")})  # fmt: skip
+    assert s.mps
+    _, ids = s.submit([tiny_job(i) for i in range(4)])
+    s.run_until_idle(timeout=120)
+    finish(s)
+    assert [s.store.get(i)["state"] for i in ids] == ["done"] * 4
+    assert filled and all(filled)  # every GPU placement went through the fill rule
