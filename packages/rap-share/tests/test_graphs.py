@@ -72,7 +72,7 @@ def test_default_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_
 
     packs = []
     real_pack = runtime.pack_columns
-    monkeypatch.setattr(corun, "pack_columns", lambda c: packs.append(1) or real_pack(c))
+    monkeypatch.setattr(runtime, "pack_columns", lambda c: packs.append(1) or real_pack(c))
     losses = {}
     for on in (False, True):
         tr = corun.Trainer(corun.Config(**SMALL, graphs=on), 0, torch.device("cpu"), raw_path)

@@ -47,14 +47,7 @@ from rap_share import fused
 from rap_share import graphs as _graphs
 from rap_share.columns import Column
 from rap_share.constants import STAGES
-from rap_share.runtime import (
-    RawSource,
-    StageWorker,
-    load_env,
-    pack_columns,
-    reference_features,
-    unpack_columns,  # fmt: skip
-)
+from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
 
 VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
             "rap_no_fusion", "rap", "rap_process")  # fmt: skip
@@ -180,18 +173,13 @@ def env_columns(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int) 
 def make_env(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int, device,
              non_blocking: bool = False, packed: bool | None = None) -> dict:  # fmt: skip
     """Batch ``it``'s raw columns (and ``labels``) on ``device``. ``packed`` (default
-    ``cfg.graphs``, the opt-in path): a few packed copies instead of one per column."""
-    if packed if packed is not None else cfg.graphs:
-        host, layout = pack_columns(env_columns(raw, prog, it, cfg, rank))
-        if device is not None and str(device) != "cpu":
-            host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]
-        env = unpack_columns(host, layout)
-        env["labels"] = env["labels"].values
-        return env
+    ``cfg.graphs``, the opt-in path): a few packed copies instead of one per column
+    (:func:`~rap_share.runtime.load_env`)."""
     idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
     idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
     env = load_env(raw.take(prog.raw_local, idx_l), raw.take(prog.raw_global, idx_g), device,
-                   non_blocking=non_blocking)  # fmt: skip
+                   non_blocking=non_blocking,
+                   packed=cfg.graphs if packed is None else packed)  # fmt: skip
     lab = torch.from_numpy(raw.labels[idx_l])
     if device is not None and str(device) != "cpu":
         lab = lab.pin_memory().to(device, non_blocking=non_blocking)

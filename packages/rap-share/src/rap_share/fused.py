@@ -122,25 +122,23 @@ def _const(key: tuple, device, make) -> Tensor:
     return t
 
 
-def _cid(sizes: list[int], device) -> Tensor:
-    """Column index of every value of the concatenated columns (cached when the cache is on)."""
-    if not _CACHE_ON:
-        return torch.repeat_interleave(
-            torch.arange(len(sizes), device=device),
-            torch.tensor(sizes, device=device),
-            output_size=sum(sizes),
-        )
-
-    def make() -> Tensor:
-        idx = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-        return idx.to(device)
-
-    return _const(("cid", tuple(sizes)), device, make)
-
-
 def _cached(key: tuple, device, make, plain) -> Tensor:
     """``make()`` through the cache when it is on, else ``plain()`` (main's construction)."""
     return _const(key, device, make) if _CACHE_ON else plain()
+
+
+def _cid(sizes: list[int], device) -> Tensor:
+    """Column index of every value of the concatenated columns (cached when the cache is on)."""
+    return _cached(
+        ("cid", tuple(sizes)),
+        device,
+        lambda: torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device),
+        lambda: torch.repeat_interleave(
+            torch.arange(len(sizes), device=device),
+            torch.tensor(sizes, device=device),
+            output_size=sum(sizes),
+        ),
+    )
 
 
 # ---------------------------------------------------------------- flat views
@@ -162,11 +160,10 @@ def _flat(cols: list[Column]):
 
 
 def _param(params, key, dtype, device) -> Tensor:
-    if not _CACHE_ON:
-        return torch.tensor([p[key] for p in params], dtype=dtype, device=device)
     vals = tuple(p[key] for p in params)
-    return _const(("param", key, dtype, vals), device,
-                  lambda: torch.tensor(vals, dtype=dtype).to(device))  # fmt: skip
+    return _cached(("param", key, dtype, vals), device,
+                   lambda: torch.tensor(vals, dtype=dtype).to(device),
+                   lambda: torch.tensor(vals, dtype=dtype, device=device))  # fmt: skip
 
 
 def _split_like(cols, values: Tensor, valid: Tensor | None, sizes) -> list[Column]:
@@ -281,21 +278,18 @@ def _mapid(cols, params):
     v, cid, valid, sizes = _flat(cols)
     dev = v.device
     lens = [len(p["map"]) for p in params]
-    flat = [m for p in params for m in p["map"]]
-    if _CACHE_ON:
-        ftup = tuple(int(m) for m in flat)
-        table = _const(("map", ftup), dev, lambda: torch.tensor(ftup, dtype=torch.int64).to(dev))
-        starts = _const(
-            ("map_starts", tuple(lens)),
-            dev,
-            lambda: torch.tensor([0, *lens[:-1]], dtype=torch.int64).cumsum(0).to(dev),
-        )
-        n = _const(("map_lens", tuple(lens)), dev,
-                   lambda: torch.tensor(lens, dtype=torch.int64).to(dev))[cid]  # fmt: skip
-    else:
-        table = torch.tensor(flat, dtype=torch.int64, device=dev)
-        starts = torch.tensor([0, *lens[:-1]], dtype=torch.int64, device=dev).cumsum(0)
-        n = torch.tensor(lens, dtype=torch.int64, device=dev)[cid]
+    flat = tuple(int(m) for p in params for m in p["map"])
+
+    def ints(key, vals, cumsum=False):  # cached when the cache is on, else built here
+        def build(d):
+            t = torch.tensor(vals, dtype=torch.int64, device=d)
+            return t.cumsum(0) if cumsum else t
+
+        return _cached((key, tuple(vals)), dev, lambda: build("cpu").to(dev), lambda: build(dev))
+
+    table = ints("map", flat)
+    starts = ints("map_starts", [0, *lens[:-1]], cumsum=True)
+    n = ints("map_lens", lens)[cid]
     x = v.to(torch.int64)
     ok = (x >= 0) & (x < n)
     idx = torch.where(ok, starts[cid] + x, torch.zeros_like(x))

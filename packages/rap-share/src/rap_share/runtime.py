@@ -135,21 +135,17 @@ def load_env(
     column and mask (default), or with ``packed`` (the opt-in CUDA-graph path) scalar numpy
     columns of one dtype and length travel packed (:func:`pack_columns`): one host buffer
     (pinned for a GPU), one copy, the columns are row views of it."""
-    if not packed:
-        env = {}
-        for tag, cols in (("l", raw_local), ("g", raw_global)):
-            for name, c in cols.items():
-                env[f"raw_{tag}:{name}"] = _to_device(c.to_torch("cpu"), device, non_blocking)
-        return env
     env = {}
     packable: dict[str, Column] = {}
     for tag, cols in (("l", raw_local), ("g", raw_global)):
         for name, c in cols.items():
             key = f"raw_{tag}:{name}"
-            if c.offsets is None and not c.is_torch:
+            if packed and c.offsets is None and not c.is_torch:
                 packable[key] = c
             else:
                 env[key] = _to_device(c.to_torch("cpu"), device, non_blocking)
+    if not packable:
+        return env
     host, layout = pack_columns(packable)
     if device is not None and str(device) != "cpu":
         host = [h.pin_memory().to(device, non_blocking=non_blocking) for h in host]

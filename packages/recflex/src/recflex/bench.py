@@ -152,7 +152,8 @@ def make_variant(name: str, tables, plan, dispatch: str = "if-else", default_pla
 def _test_batches(model: str, args, log, dev):
     w = models.workload(model)
     plan = models.plan_for(w, args.plan.replace("{model}", model), args.occupancy)
-    default = models.plan_for(w, "default", args.occupancy)
+    same = str(args.plan) == "default"  # the heuristic plan is `plan` itself then
+    default = plan if same else models.plan_for(w, "default", args.occupancy)
     tables = w.make_tables(device=dev)
     t0 = time.perf_counter()
     threads = min(8, os.cpu_count() or 1)  # model A's 128 batches: minutes on one thread
