@@ -168,3 +168,22 @@ def test_stage_profile_on_cuda():
     st = profile_stages(torch.device("cuda"), 512, [1, 4], 3, 1, 10000, 16, False, "64", "64-1")
     for s in STAGES:
         assert st["stages"][s]["base_ms"] > 0
+
+
+def test_graph_probe_outlives_its_inputs():
+    """The replay callable keeps the probe's inputs alive: another capture empties the
+    allocator's cache, which used to unmap them under the first graph."""
+    import gc
+
+    from rap_share.profile import device_probe, graph_probe
+
+    dev = torch.device("cuda")
+    first = graph_probe(device_probe(2, 256, dev), dev)
+    assert first is not None
+    gc.collect()
+    second = graph_probe(device_probe(3, 256, dev), dev)  # captures again: empties the cache
+    assert second is not None
+    torch.cuda.empty_cache()
+    first()
+    second()
+    torch.cuda.synchronize()  # an unmapped input shows up here as an illegal memory access

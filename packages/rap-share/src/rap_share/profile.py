@@ -134,7 +134,11 @@ def device_probe(k: int, batch: int, device):
 
 
 def graph_probe(fn, device):
-    """``fn`` captured in a CUDA graph: returns a replay callable, or None if capture fails."""
+    """``fn`` captured in a CUDA graph: returns a replay callable, or None if capture fails.
+
+    The callable holds ``fn`` (and so the tensors its graph reads): ``torch.cuda.graph``
+    empties the allocator's cache when the next capture starts, so inputs that died with a
+    discarded ``fn`` were unmapped under a live graph (an illegal memory access on the H200)."""
     if device.type != "cuda":
         return None
     try:
@@ -152,7 +156,11 @@ def graph_probe(fn, device):
         print(f"note: probe not capturable in a CUDA graph ({type(err).__name__}: {err}); "
               "launching it eagerly from a helper thread", file=sys.stderr)  # fmt: skip
         return None
-    return graph.replay
+
+    def replay(_inputs=fn):  # the graph reads fn's tensors: keep them alive with it
+        graph.replay()
+
+    return replay
 
 
 class _Recorder:
