@@ -598,9 +598,14 @@ class Trainer:
         if self.cfg.graphs:  # opt-in: stage slices replayed through the StagedRunner
             return self._loop_rap_graphs(variant, prog, total, tick, losses)
         worker = StageWorker(self.device)
+        main = torch.cuda.current_stream(self.device) if self.cuda else None
         state: dict = {}
 
-        def load(it):
+        def load(it, free=None):
+            # batch it - 1's env was read on the trainer's stream (outputs()); dropping it
+            # hands its blocks to this stream, so this stream first waits for those reads
+            if free is not None:
+                torch.cuda.current_stream(self.device).wait_event(free)
             state["env"] = make_env(self.raw, prog, it, self.cfg, self.rank, self.device, True)
 
         def post(stage):
@@ -616,11 +621,14 @@ class Trainer:
                 env = state["env"]
                 out = outputs(env, prog)
                 if self.cuda:  # made on the worker's stream, read on the trainer's
-                    main = torch.cuda.current_stream(self.device)
                     for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
                         t.record_stream(main)
                 inputs = self.model_inputs(out, it, True)
-                worker.post(lambda it=it: load(it + 1))
+                free = None
+                if self.cuda:
+                    free = torch.cuda.Event()
+                    free.record(main)
+                worker.post(lambda it=it, free=free: load(it + 1, free))
                 self._stage_hook = post
                 try:
                     self._train(inputs, it, tick, losses)
