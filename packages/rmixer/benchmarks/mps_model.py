@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     text = Path(args.results).read_text(encoding="utf-8")
     rows = [json.loads(x) for x in text.splitlines() if x.strip()]
     rows = [r for r in rows if str(r.get("commit", "")).startswith(args.commit_prefix)
-            and r.get("gpus", args.gpus) == args.gpus]  # fmt: skip
+            and (r["metric"] != "makespan"  # profile rows: per machine, not per run
+                 or r.get("num_gpus", r.get("gpus", args.gpus)) == args.gpus)]  # fmt: skip
     jobs = jobs_of(rows)
     measured = {r["variant"]: r["value"] for r in rows if r["metric"] == "makespan"}
     print(
