@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# rap-share on a GPU machine, in one call (run from anywhere; < 3 minutes on one H200):
-# the gpu tests, the cost-model profile at a reduced grid (fused-kernel latency + stage
-# capacity, regressors fitted and scored), and plan0 planned with that model and trained for a
-# few steps with and without co-running, then figures 9 and 10 (rap_share.figures, reduced
-# steps: RAP_FIG_STEPS / RAP_FIG_WARMUP). Writes three files under $OUT/rap-share/:
-#   run.log       everything printed (tests, accuracy, plan summary, throughput rows)
-#   profile.json  the measured profile; commit it to src/rap_share/profiles/ and fit the
-#                 xgboost model with: python -m rap_share.costmodel fit profile.json --out ...
+# rap-share on a GPU machine, in one call (run from anywhere; a few minutes on one H200):
+# the gpu tests (every gpu-marked test, the CUDA-graph path's included), the cost-model
+# profile at a reduced grid (fused-kernel latency + stage capacity, regressors fitted and
+# scored), and plan0 planned with that model and trained for a few steps with and without
+# co-running, then figures 9 and 10 (rap_share.figures, reduced steps: RAP_FIG_STEPS /
+# RAP_FIG_WARMUP). Tests and figures run the default path, CUDA graphs (the default since the
+# H200 measurement of 2026-11-30; RAP_SHARE_GRAPHS=0 / --no-graphs is the eager path). Writes
+# three files under $OUT/rap-share/:
+#   run.log        everything printed (tests, accuracy, plan summary, throughput rows)
+#   profile.json   the measured profile; commit it to src/rap_share/profiles/ and fit the
+#                  xgboost model with: python -m rap_share.costmodel fit profile.json --out ...
 #   figures.tar.gz results/figure9.jsonl, figure10.jsonl, *.png and docs/figures.md
-# GRAPHS=1 adds, after all of the above (figures.tar.gz is already written), the opt-in
-# CUDA-graph path (unmeasured; see the package README): its gpu tests and figures 9 and 10
-# with --graphs, each in its own processes, rows into a fourth file:
-#   graphs.tar.gz  results/figure9.jsonl, figure10.jsonl, *.png, docs/figures.md of --graphs
-# GRAPHS=only runs just the env step and the opt-in steps (figures plan with the shipped model).
+# EAGER=1 adds, after all of the above (figures.tar.gz is already written), the eager path
+# for comparison: figures 9 and 10 with --no-graphs, each in its own processes, rows into a
+# fourth file:
+#   eager.tar.gz   results/figure9.jsonl, figure10.jsonl, *.png, docs/figures.md of --no-graphs
+# EAGER=only runs just the env step and the eager steps (figures plan with the shipped model).
 #
 #   OUT=/tmp/out bash packages/rap-share/benchmarks/gpu_check.sh
-#   OUT=/tmp/out GRAPHS=1 bash packages/rap-share/benchmarks/gpu_check.sh
+#   OUT=/tmp/out EAGER=1 bash packages/rap-share/benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -45,10 +48,11 @@ for m in (\"highspy\", \"xgboost\", \"jinja2\", \"gurobipy\", \"cudf\"):
         __import__(m); print(m, \"ok\")
     except Exception as e:
         print(m, \"missing:\", type(e).__name__)"'
-GRAPHS=${GRAPHS:-0}
+EAGER=${EAGER:-0}
 MODEL=""
-if [ "$GRAPHS" != only ]; then
-step tests 240 python3 -m pytest packages/rap-share -m gpu -q -p no:cacheprovider --maxfail=10
+if [ "$EAGER" != only ]; then
+# every gpu-marked test, test_graphs.py's CUDA-graph tests included (they run by default)
+step tests 360 python3 -m pytest packages/rap-share -m gpu -q -p no:cacheprovider --maxfail=10
 step profile 300 python3 -m rap_share.profile --out "$TMP/prof" --quick
 cp "$TMP/prof/profile.json" "$DEST/profile.json" 2>/dev/null || status=1
 MODEL=$(ls "$TMP"/prof/*.model.json 2>/dev/null | head -1)
@@ -73,21 +77,19 @@ step figure9 90 python3 -m rap_share.figures figure9 $FIGARGS
 step figure10 130 python3 -m rap_share.figures figure10 $FIGARGS
 tar -czf "$DEST/figures.tar.gz" -C "$TMP" results docs 2>/dev/null || status=1
 fi
-# the opt-in path (Config.graphs / --graphs / RAP_SHARE_GRAPHS=1), after the default results
-# are packed: a crash here (run 2 had NaN losses and an illegal address) cannot lose them
-if [ "$GRAPHS" != 0 ]; then
+# the eager path (Config(graphs=False) / --no-graphs / RAP_SHARE_GRAPHS=0) for comparison,
+# after the default results are packed: a failure here cannot lose them
+if [ "$EAGER" != 0 ]; then
     dstatus=$status
     status=0
-    G="$TMP/graphs"
-    mkdir -p "$G"
-    step graphs-tests 240 env RAP_SHARE_GRAPHS=1 python3 -m pytest -m gpu -q -p no:cacheprovider \
-        --maxfail=10 packages/rap-share/tests/test_graphs.py packages/rap-share/tests/test_corun.py
-    GFIGARGS="--graphs --steps ${RAP_FIG_STEPS:-30} --warmup ${RAP_FIG_WARMUP:-5} --out-dir $G/results --docs $G/docs/figures.md"
-    [ -n "$MODEL" ] && GFIGARGS="$GFIGARGS --cost-model $MODEL"
-    step graphs-figure9 90 python3 -m rap_share.figures figure9 $GFIGARGS
-    step graphs-figure10 130 python3 -m rap_share.figures figure10 $GFIGARGS
-    tar -czf "$DEST/graphs.tar.gz" -C "$G" results docs 2>/dev/null || status=1
-    echo "gpu_check: default steps status=$dstatus, opt-in graph steps status=$status" | tee -a "$LOG"
+    E="$TMP/eager"
+    mkdir -p "$E"
+    EFIGARGS="--no-graphs --steps ${RAP_FIG_STEPS:-30} --warmup ${RAP_FIG_WARMUP:-5} --out-dir $E/results --docs $E/docs/figures.md"
+    [ -n "$MODEL" ] && EFIGARGS="$EFIGARGS --cost-model $MODEL"
+    step eager-figure9 90 python3 -m rap_share.figures figure9 $EFIGARGS
+    step eager-figure10 130 python3 -m rap_share.figures figure10 $EFIGARGS
+    tar -czf "$DEST/eager.tar.gz" -C "$E" results docs 2>/dev/null || status=1
+    echo "gpu_check: default steps status=$dstatus, eager steps status=$status" | tee -a "$LOG"
     status=$((dstatus | status))
 fi
 rm -rf "$TMP"

@@ -23,9 +23,13 @@ def _raw(tmp_path, seed=0, name="raw.npz"):
     return p
 
 
-def test_every_variant_trains_on_the_preprocessed_batches(tmp_path):
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_every_variant_trains_on_the_preprocessed_batches(tmp_path, graphs):
+    """Both paths: the CUDA-graph one (the default; eager fallback of its runner on CPU) and
+    the eager one (``graphs=False``, the way out)."""
     path = _raw(tmp_path)
-    cfg = Config(**SMALL, check=True)  # every batch is compared with the numpy reference
+    # every batch is compared with the numpy reference
+    cfg = Config(**SMALL, check=True, graphs=graphs)
     helpers = Helpers(torch.device("cpu"), path, 0, cpu_workers=2)
     try:
         tr = Trainer(cfg, 0, torch.device("cpu"), path, helpers)
@@ -193,10 +197,15 @@ def test_figure10_rows_and_summary_include_rap_process():
            "embedding_dim": 8, "max_table_rows": 500}  # fmt: skip
     speed = {"sequential": 1.0, "ideal": 4.0, "rap": 2.0, "rap_process": 3.9}
     stage = {"ideal": 1.0, "rap": 1.5, "rap_process": 1.01}
-    runs = [{"variant": v, "config": cfg, "mps": False, "device": "cpu", "launches": 3,
-             "total_iterations_per_s": s, "samples_per_s": 32 * s, "losses": [0.7, 0.6],
-             "stage_ms": {"emb_fwd": stage.get(v, 1.0)}} for v, s in speed.items()]  # fmt: skip
+    # each variant's own fields differ (launches, losses, prep), as on a GPU run
+    runs = [{"variant": v, "config": cfg, "mps": v == "mps", "device": "cpu", "launches": 3 + i,
+             "total_iterations_per_s": s, "samples_per_s": 32 * s, "losses": [0.7, 0.6 - i / 10],
+             "prep": {"fused_launches": i}, "stage_ms": {"emb_fwd": stage.get(v, 1.0)}}
+            for i, (v, s) in enumerate(speed.items())]  # fmt: skip
     rows = to_rows(runs, "figure10", "no MPS")
+    thr = {r["variant"]: r for r in rows if r["metric"] == "throughput"}
+    assert thr["rap"]["ratio"] == pytest.approx(2.0) and thr["rap"]["baseline"] == "sequential"
+    assert thr["ideal"]["ratio"] == pytest.approx(4.0)  # the figure-10 bars
     assert {r["variant"] for r in rows if r["metric"] == "stage_time_emb_fwd"} == {
         "ideal", "rap", "rap_process"}  # fmt: skip
     text = "\n".join(summary(rows, "figure10"))

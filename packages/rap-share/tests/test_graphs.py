@@ -1,7 +1,9 @@
-"""The opt-in CUDA-graph path (``Config.graphs`` / ``--graphs`` / ``RAP_SHARE_GRAPHS=1``): the
-switch (default off), the stage runner (CUDA graphs, eager fallback), cached constants, packed
-raw loading and the preprocessing diagnostics. CPU tests run the opt-in path's eager fallback
-against the default path; the gpu-marked ones its CUDA graphs."""
+"""The CUDA-graph path, the default (``Config.graphs`` / ``--graphs`` / ``RAP_SHARE_GRAPHS``),
+and its way out, the eager path (``Config(graphs=False)`` / ``--no-graphs`` /
+``RAP_SHARE_GRAPHS=0``): the switch (default on), the stage runner (CUDA graphs, eager
+fallback), cached constants, packed raw loading and the preprocessing diagnostics. CPU tests
+run the graph path's eager fallback against the eager path; the gpu-marked ones its CUDA
+graphs (skipped without a CUDA GPU or with ``RAP_SHARE_GRAPHS=0``)."""
 
 import os
 
@@ -49,25 +51,33 @@ def _same(a: dict, b: dict) -> None:
 
 
 # ------------------------------------------------------------------ the switch
-def test_switch_is_off_by_default_and_read_from_env(monkeypatch):
+def test_switch_is_on_by_default_and_read_from_env(monkeypatch):
     monkeypatch.delenv(graphs.ENV, raising=False)
-    assert corun.Config().graphs is False and graphs.enabled() is False
-    assert fused.constants_cached() is False
+    assert graphs.enabled() is True and corun.Config().graphs is True
+    assert fused.constants_cached() is False  # the cache is on only around a graph-path run
     args = figures.parser().parse_args(["figure9"])
-    assert args.graphs is None and graphs.enabled(args.graphs) is False
+    assert args.graphs is None and graphs.enabled(args.graphs) is True
     assert figures.parser().parse_args(["figure9", "--graphs"]).graphs is True
-    monkeypatch.setenv(graphs.ENV, "1")
-    assert corun.Config().graphs is True and graphs.enabled() is True
-    assert graphs.enabled(figures.parser().parse_args(["figure9", "--no-graphs"]).graphs) is False
-    assert corun.Config(graphs=False).graphs is False  # an explicit flag beats the variable
-    monkeypatch.setenv(graphs.ENV, "0")
-    assert corun.Config().graphs is False
+    assert figures.parser().parse_args(["figure9", "--no-graphs"]).graphs is False
+    for off in ("0", "off", " OFF ", "false", "No"):
+        monkeypatch.setenv(graphs.ENV, off)
+        assert graphs.enabled() is False and corun.Config().graphs is False, off
+        # an explicit flag beats the variable
+        assert graphs.enabled(True) is True and corun.Config(graphs=True).graphs is True
+        assert graphs.enabled(figures.parser().parse_args(["figure9", "--graphs"]).graphs)
+    for on in ("1", "on", "true", ""):
+        monkeypatch.setenv(graphs.ENV, on)
+        assert graphs.enabled() is True and corun.Config().graphs is True, on
+        assert graphs.enabled(False) is False and corun.Config(graphs=False).graphs is False
+        no = figures.parser().parse_args(["figure9", "--no-graphs"]).graphs
+        assert graphs.enabled(no) is False
 
 
-def test_default_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_cache,
-                                                                  monkeypatch):  # fmt: skip
-    """Off: ``rap`` runs main's loop (no StagedRunner, no cached constants, per-column copies);
-    on: the runner, the cache and the packed copies; the same losses either way."""
+def test_eager_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_cache,
+                                                                monkeypatch):  # fmt: skip
+    """Off (the eager path): ``rap`` runs the eager loop (no StagedRunner, no cached constants,
+    per-column copies); on (the default): the runner, the cache and the packed copies; the
+    same losses either way."""
     from rap_share import runtime
 
     packs = []
@@ -87,9 +97,9 @@ def test_default_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_
 
 
 @pytest.mark.parametrize("variant", ["ideal", "rap", "cuda_stream"])
-def test_opt_in_variants_train_on_the_reference_batches(raw_path, variant):
-    """check=True on the opt-in path: every trained-on batch equals the numpy reference, and
-    the losses equal the default path's."""
+def test_graph_path_variants_train_on_the_reference_batches(raw_path, variant):
+    """check=True on the CUDA-graph path: every trained-on batch equals the numpy reference,
+    and the losses equal the eager path's."""
     got = {}
     for on in (False, True):
         tr = corun.Trainer(corun.Config(**SMALL, check=True, graphs=on), 0, torch.device("cpu"),
@@ -98,7 +108,7 @@ def test_opt_in_variants_train_on_the_reference_batches(raw_path, variant):
     np.testing.assert_array_equal(got[False], got[True])
 
 
-def test_opt_in_two_process_variants(raw_path):
+def test_graph_path_two_process_variants(raw_path):
     """The preprocessing process takes the switch from each command's Config."""
     helpers = corun.Helpers(torch.device("cpu"), raw_path, 0, cpu_workers=0)
     try:
@@ -124,9 +134,9 @@ def test_fused_ops_equal_with_the_cache_on(setup, fresh_cache):
     assert fresh_cache
 
 
-def test_profiler_keeps_the_default_path(fresh_cache):
-    """The cost-model profiler (where run 2's illegal address happened) never turns the cache
-    on: its fused calls build their constants per call, as on main."""
+def test_profiler_keeps_fresh_constants(fresh_cache):
+    """The cost-model profiler never turns the cache on: its fused calls build their
+    constants per call, as on the eager path."""
     import inspect
 
     from rap_share import profile
@@ -210,6 +220,17 @@ def test_diagnostics_rows_and_summary(setup, tmp_path, on):
     text = "\n".join(figures.diagnostics(thr))
     assert "preprocessing alone" in text and "Ideal -> RAP" in text
     assert ("stage runner" in text) is on
+    # the docs page says which path the run used, for either value
+    from rec_common.results import write_rows
+
+    write_rows(tmp_path / "out" / "figure10.jsonl", rows)
+    page = figures.write_page(tmp_path / "out", tmp_path / "figures.md").read_text()
+    want = "CUDA-graph path (default)" if on else "eager path (`--no-graphs`)"
+    other = "eager path (`--no-graphs`)" if on else "CUDA-graph path (default)"
+    assert f"; preprocessing: {want}." in page and other not in page
+    assert figures.path_note([{"graphs": True}, {"graphs": False}]) == (
+        "CUDA-graph path (default) and eager path (`--no-graphs`)")  # fmt: skip
+    assert figures.path_note([{"variant": "rap"}]) == ""  # rows older than the switch
 
 
 def test_const_cache_never_frees_a_cached_tensor(monkeypatch):
@@ -227,11 +248,11 @@ def test_const_cache_never_frees_a_cached_tensor(monkeypatch):
 
 
 # ------------------------------------------------------------------ GPU
-# Opt-in tests for an opt-in path: a plain ``pytest -m gpu`` (gpu_check.sh's default tests
-# step) skips them, ``RAP_SHARE_GRAPHS=1 pytest -m gpu`` (its GRAPHS=1 step) runs them.
+# The default path's GPU tests: a plain ``pytest -m gpu`` (gpu_check.sh's tests step) runs
+# them; skipped without a CUDA GPU or where ``RAP_SHARE_GRAPHS=0`` selects the eager path.
 gpu = pytest.mark.skipif(
     not torch.cuda.is_available() or not graphs.enabled(),
-    reason="needs a CUDA GPU and RAP_SHARE_GRAPHS=1 (the opt-in path's GPU tests)",
+    reason="needs a CUDA GPU, and RAP_SHARE_GRAPHS not 0 (the CUDA-graph path's GPU tests)",
 )
 
 
@@ -271,9 +292,9 @@ def test_runner_outputs_survive_the_other_slot_on_gpu(setup):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("plan", ["plan0", "plan1"])
-def test_opt_in_outputs_and_losses_equal_the_default_on_gpu(raw_path, plan):
-    """Opt-in vs default on the GPU, over a few steps: the preprocessed batches (graph replay
-    vs main's eager launches) are equal and every checked batch equals the numpy reference;
+def test_graph_outputs_and_losses_equal_the_eager_path_on_gpu(raw_path, plan):
+    """CUDA-graph vs eager path on the GPU, over a few steps: the preprocessed batches (graph
+    replay vs eager launches) are equal and every checked batch equals the numpy reference;
     the losses of rap, ideal and cuda_stream agree (the same inputs; only the trainer's own
     atomics may differ in the last bits)."""
     dev = torch.device("cuda", 0)

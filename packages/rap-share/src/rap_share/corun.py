@@ -26,9 +26,11 @@ A preprocessing process receives a program (kernel launches) and produces batche
 the trainer into a bounded queue (CUDA tensors cross by CUDA IPC). Every variant can check
 each batch the trainer trains on against the numpy reference (``check=True``).
 
-``Config.graphs`` (default off; ``RAP_SHARE_GRAPHS=1``, see :mod:`rap_share.graphs`) is an
-opt-in, unmeasured path: cached device constants and packed raw copies for every variant, and
-``rap``'s stages replayed as CUDA graphs. Off, none of it runs.
+``Config.graphs`` (default on; ``RAP_SHARE_GRAPHS``, see :mod:`rap_share.graphs`) selects the
+CUDA-graph path, the default since the H200 measurement of 2026-11-30: cached device constants
+and packed raw copies for every variant, and ``rap``'s stages replayed as CUDA graphs.
+``Config(graphs=False)`` (``RAP_SHARE_GRAPHS=0``, ``--no-graphs``) is the eager path: none of it
+runs.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class Config:
     seed: int = 0
     solver: str = "highs"
     cost_model: str = ""
-    # the opt-in path (default off; RAP_SHARE_GRAPHS=1 where not given): cached device
-    # constants and packed raw copies for every variant, CUDA-graph replay of rap's stages
+    # the CUDA-graph path (default; where not given, RAP_SHARE_GRAPHS=0 turns it off): cached
+    # device constants and packed raw copies for every variant, CUDA-graph replay of rap's
+    # stages; False: the eager path
     graphs: bool = field(default_factory=_graphs.enabled)
 
     def __post_init__(self) -> None:
@@ -173,7 +176,7 @@ def env_columns(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int) 
 def make_env(raw: RawSource, prog: Program, it: int, cfg: Config, rank: int, device,
              non_blocking: bool = False, packed: bool | None = None) -> dict:  # fmt: skip
     """Batch ``it``'s raw columns (and ``labels``) on ``device``. ``packed`` (default
-    ``cfg.graphs``, the opt-in path): a few packed copies instead of one per column
+    ``cfg.graphs``, the CUDA-graph path): a few packed copies instead of one per column
     (:func:`~rap_share.runtime.load_env`)."""
     idx_l = raw.rows(it, cfg.batch, cfg.world, rank)
     idx_g = raw.rows(it, cfg.batch, cfg.world) if prog.mapped else idx_l
@@ -563,7 +566,7 @@ class Trainer:
                 self.timer.on = True
             self.timer.begin()
 
-        with fused.cached_constants(cfg.graphs):  # default off: main's fresh constants
+        with fused.cached_constants(cfg.graphs):  # graphs=False: eager, fresh constants
             fn(variant, prog, total, tick, losses)
         self._sync()
         secs = time.perf_counter() - (state["t0"] or time.perf_counter())
@@ -595,7 +598,7 @@ class Trainer:
             self._train(made[it % len(made)], it, tick, losses)
 
     def _loop_rap(self, variant, prog, total, tick, losses) -> None:
-        if self.cfg.graphs:  # opt-in: stage slices replayed through the StagedRunner
+        if self.cfg.graphs:  # the default: stage slices replayed through the StagedRunner
             return self._loop_rap_graphs(variant, prog, total, tick, losses)
         worker = StageWorker(self.device)
         main = torch.cuda.current_stream(self.device) if self.cuda else None
@@ -640,14 +643,14 @@ class Trainer:
 
     def rap_runner(self):
         """The ``rap`` program's :class:`~rap_share.graphs.StagedRunner` (captured once; the
-        opt-in path only)."""
+        CUDA-graph path only)."""
         if getattr(self, "_runner", None) is None:
             self._runner = _graphs.StagedRunner(self.raw, self.progs["rap"], self.cfg, self.rank,
                                                 self.device, graphs=True)  # fmt: skip
         return self._runner
 
     def _loop_rap_graphs(self, variant, prog, total, tick, losses) -> None:
-        """``rap`` on the opt-in path: the worker thread replays each stage slice of batch
+        """``rap`` on the CUDA-graph path: the worker thread replays each stage slice of batch
         ``it + 1`` (one CUDA graph per stage, two slots of static buffers) when the trainer
         reaches the stage; eager launches where capture is impossible (``runner.note``)."""
         runner = self.rap_runner()
@@ -689,8 +692,8 @@ class Trainer:
         """Preprocessing alone, per batch (median of ``n`` after 2 warm-up batches): host wall
         ms (synchronised) and the stream span between CUDA events, for the unfused program
         (MPS / Sequential / CUDA stream) and the fused RAP program launched eagerly, each as
-        ``Config.graphs`` selects (default: the default path); on the opt-in path also the
-        same through :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could
+        ``Config.graphs`` selects (cached constants and packed copies, or the eager path's
+        fresh ones); on the CUDA-graph path also the same through :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could
         capture)."""
         dev, cfg = self.device, self.cfg
 

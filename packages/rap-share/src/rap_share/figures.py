@@ -189,9 +189,12 @@ def to_rows(runs: list[dict], figure: str, note: str) -> list[dict]:
                         timing_includes="rank 0 trainer, CUDA events",
                     )
                 )
-    add_ratios(rows, "sequential" if figure == "figure10" else "cpu_workers")
+    # match on the workload alone: each variant's own fields (launches, losses, prep, mps)
+    # differ, and with them add_ratios found no baseline (empty figure-10 bars on the H200)
+    on = ("benchmark", "workload", "metric", "unit")
+    add_ratios(rows, "sequential" if figure == "figure10" else "cpu_workers", on=on)
     stage_rows = [r for r in rows if r["metric"].startswith("stage_time_")]
-    add_ratios(stage_rows, "ideal")
+    add_ratios(stage_rows, "ideal", on=on)
     return rows
 
 
@@ -249,7 +252,7 @@ def summary(rows: list[dict], figure: str) -> list[str]:
 
 
 def diagnostics(thr: list[dict]) -> list[str]:
-    """Per workload: preprocessing alone per batch (unfused, fused eager and, on the opt-in
+    """Per workload: preprocessing alone per batch (unfused, fused eager and, on the CUDA-graph
     path, fused through the stage runner) and the trainer's stage times of RAP vs Ideal."""
     out = []
     for w in sorted({r["workload"] for r in thr}):
@@ -277,6 +280,14 @@ def diagnostics(thr: list[dict]) -> list[str]:
             out.append(f"- {w} trainer stage ms, Ideal -> RAP: " + ", ".join(
                 f"{s} {ide[s]:.2f} -> {rap[s]:.2f}" for s in ide if s in rap))  # fmt: skip
     return out
+
+
+def path_note(rows: list[dict]) -> str:
+    """Which preprocessing path the rows' runs used, from their ``graphs`` field ("" when no
+    row says): the CUDA-graph path (the default) or the eager path (``--no-graphs``)."""
+    names = {True: "CUDA-graph path (default)", False: "eager path (`--no-graphs`)"}
+    used = {bool(r["graphs"]) for r in rows if r.get("graphs") is not None}
+    return " and ".join(names[g] for g in (True, False) if g in used)
 
 
 def write_page(out_dir: Path, docs: Path) -> Path:
@@ -309,13 +320,12 @@ def write_page(out_dir: Path, docs: Path) -> Path:
             continue
         rows = read_rows(path)
         r0 = rows[0]
+        used = path_note(rows)
         lines += [f"## {fig}", "",
                   f"Hardware: {r0['gpus']} x {r0['gpu']} ({r0['ranks']} rank(s) used), "
                   f"torch {r0['torch']}, {r0['steps']} measured after {r0['warmup']} warm-up "
                   f"iterations; MPS: {r0['mps_note']}"
-                  + ("; **opt-in CUDA-graph path on** (`--graphs`: cached constants, packed "
-                     "copies, stage replay; see the package README)"
-                     if any(r.get("graphs") for r in rows) else "") + ".", "",
+                  + (f"; preprocessing: {used}" if used else "") + ".", "",
                   f"![{fig}]({fig}.png)", ""]  # fmt: skip
         lines += [*summary(rows, fig), ""]
     docs.parent.mkdir(parents=True, exist_ok=True)
@@ -370,8 +380,9 @@ def parser() -> argparse.ArgumentParser:
         "--graphs",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="opt-in path (unmeasured): cached device constants and packed raw copies for "
-        f"every variant, CUDA-graph replay of rap's stages; unset: {GRAPHS_ENV}=1 turns it on",
+        help="the CUDA-graph path (the default): cached device constants and packed raw copies "
+        "for every variant, CUDA-graph replay of rap's stages; --no-graphs: the eager path; "
+        f"unset: on unless {GRAPHS_ENV}=0 (or false/no/off)",
     )
     p.add_argument(
         "--no-diagnostics",

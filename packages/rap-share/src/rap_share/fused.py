@@ -71,10 +71,11 @@ def run(
     return out  # type: ignore[return-value]
 
 
-# ---------------------------------------------------------------- cached constants (opt-in)
-# Off by default: every call builds its constants from Python lists, as it always did. The
-# opt-in CUDA-graph path (``rap_share.corun.Config.graphs``, ``RAP_SHARE_GRAPHS=1``) turns the
-# cache on around its runs with :func:`cached_constants`; the profiler never does.
+# ---------------------------------------------------------------- cached constants
+# Off outside :func:`cached_constants`: every call builds its constants from Python lists, as
+# it always did. The CUDA-graph path (``rap_share.corun.Config.graphs``, the default) turns the
+# cache on around its runs with :func:`cached_constants`; the eager path (``graphs=False``,
+# ``RAP_SHARE_GRAPHS=0``) and the profiler never do.
 _CACHE_ON = False
 _CONST: dict = {}  # (device, what, key) -> a read-only device tensor (see _const)
 _CONST_MAX = 4096
@@ -89,7 +90,7 @@ def constants_cached() -> bool:
 def cached_constants(on: bool = True):
     """Within the block (process-wide, every thread), fused calls take their column ids and
     per-column parameters from a cache of device constants when ``on``; the previous setting
-    is restored on exit. ``on=False`` is main's path (a fresh ``torch.tensor`` per call)."""
+    is restored on exit. ``on=False`` is the eager path's (a fresh ``torch.tensor`` per call)."""
     global _CACHE_ON
     was, _CACHE_ON = _CACHE_ON, bool(on)
     try:
@@ -123,7 +124,7 @@ def _const(key: tuple, device, make) -> Tensor:
 
 
 def _cached(key: tuple, device, make, plain) -> Tensor:
-    """``make()`` through the cache when it is on, else ``plain()`` (main's construction)."""
+    """``make()`` through the cache when it is on, else ``plain()`` (the eager path's)."""
     return _const(key, device, make) if _CACHE_ON else plain()
 
 
@@ -344,7 +345,7 @@ def _gather_rows(lens: Tensor, total: int):
 
 def _firstx(cols, params):
     if _CACHE_ON and all(c.offsets is None for c in cols) and all(p["x"] >= 1 for p in params):
-        # scalar rows (opt-in path): every row keeps its one value, offsets 0..rows, no null
+        # scalar rows (CUDA-graph path): every row keeps its one value, offsets 0..rows, no null
         # mask (as the general path below emits it), and no host sync
         dev = cols[0].values.device
         return [Column(c.values, _const(("arange", c.num_rows + 1), dev,

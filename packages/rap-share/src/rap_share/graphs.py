@@ -1,14 +1,16 @@
-"""RAP's staged preprocessing replayed as CUDA graphs: one graph per stage slice (OPT-IN).
+"""RAP's staged preprocessing replayed as CUDA graphs: one graph per stage slice (the default).
 
-Off by default. :func:`enabled` is the one place the switch is read: ``Config.graphs``
-(``python -m rap_share.figures ... --graphs``) or, when that is not given, the environment
-variable ``RAP_SHARE_GRAPHS=1``. On, a figures run (every variant) takes its constant tensors
+The default path since the 2 x H200 measurement of 2026-11-30: figure 9 RAP 210-226 it/s vs
+134-164 it/s eager, figure 10 RAP / Ideal 0.74-0.86 vs 0.40-0.56 eager. :func:`enabled` is
+the one place the switch is read: ``Config.graphs`` (``python -m rap_share.figures ...
+--graphs/--no-graphs``) or, when that is not given, the environment variable
+``RAP_SHARE_GRAPHS`` (unset: on). On, a figures run (every variant) takes its constant tensors
 from :mod:`rap_share.fused`'s cache (:func:`rap_share.fused.cached_constants`) and copies the
 raw columns packed (:func:`rap_share.runtime.pack_columns`), and ``rap`` replays its stages
-through :class:`StagedRunner`. Off, every path is the default one (no cache, one copy per
-column, ``rap`` launches each stage's kernels eagerly). Not measured on a GPU yet; its first
-GPU run (H200 run 2) gave NaN losses, fixed since (one graph pool per slot), and an
-unexplained illegal address in the profiler, which this switch does not touch.
+through :class:`StagedRunner`. The eager path is the way out: ``RAP_SHARE_GRAPHS=0``,
+``--no-graphs`` or ``Config(graphs=False)`` (no cache, one copy per column, ``rap`` launches
+each stage's kernels eagerly). Its first GPU run (H200 run 2) gave NaN losses, fixed since (one
+graph pool per slot).
 
 A 4096-row batch makes each preprocessing kernel a few microseconds of GPU work but ~10 us of
 Python + launch on the host; in the ``rap`` variant that host work runs on a thread sharing the
@@ -35,18 +37,22 @@ import torch
 from rap_share import fused
 from rap_share.constants import STAGES
 
-ENV = "RAP_SHARE_GRAPHS"  # "1" / "true" / "on": the opt-in path where no flag says otherwise
+# where no flag says: unset or anything but "0" / "false" / "no" / "off" -> the CUDA-graph path
+# (the default since the H200 measurement of 2026-11-30); those values -> the eager path
+ENV = "RAP_SHARE_GRAPHS"
+_OFF = ("0", "false", "no", "off")
 
 
 def enabled(flag: bool | None = None) -> bool:
-    """The opt-in switch: ``flag`` when given, else ``RAP_SHARE_GRAPHS`` (default off).
+    """The switch: ``flag`` when given, else ``RAP_SHARE_GRAPHS`` (default on; ``0`` / ``false``
+    / ``no`` / ``off``, any case, give the eager path).
 
     >>> enabled(True), enabled(False)
     (True, False)
     """
     if flag is not None:
         return bool(flag)
-    return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get(ENV, "").strip().lower() not in _OFF
 
 
 class StagedRunner:

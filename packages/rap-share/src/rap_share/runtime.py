@@ -132,9 +132,10 @@ def load_env(
     packed: bool = False,
 ) -> dict[str, Column]:
     """The raw columns as ``raw_l:<col>`` / ``raw_g:<col>`` on ``device``: one pin + copy per
-    column and mask (default), or with ``packed`` (the opt-in CUDA-graph path) scalar numpy
-    columns of one dtype and length travel packed (:func:`pack_columns`): one host buffer
-    (pinned for a GPU), one copy, the columns are row views of it."""
+    column and mask (``packed=False``, the eager path), or with ``packed`` (the CUDA-graph path,
+    ``Config.graphs``) scalar numpy columns of one dtype and length travel packed
+    (:func:`pack_columns`): one host buffer (pinned for a GPU), one copy, the columns are row
+    views of it."""
     env = {}
     packable: dict[str, Column] = {}
     for tag, cols in (("l", raw_local), ("g", raw_global)):
