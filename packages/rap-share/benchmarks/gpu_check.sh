@@ -17,6 +17,9 @@
 #   eager.tar.gz   results/figure9.jsonl, figure10.jsonl, *.png, docs/figures.md of --no-graphs
 # EAGER=only runs just the env step and the eager steps (figures plan with the shipped model).
 #
+# Carry .whl/ (highspy and xgboost-cpu wheels, git-ignored) with the device tool: the GPU
+# machine has neither, and the figures need highspy to plan.
+#
 #   OUT=/tmp/out bash packages/rap-share/benchmarks/gpu_check.sh
 #   OUT=/tmp/out EAGER=1 bash packages/rap-share/benchmarks/gpu_check.sh
 set -uo pipefail
@@ -26,6 +29,12 @@ DEST="$OUT/rap-share"
 mkdir -p "$DEST"
 export PYTHONPATH=$(ls -d packages/*/src | tr '\n' ':')${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
+# wheels the GPU machine lacks (highspy for the MILP, xgboost-cpu), when carried as .whl/
+# (see docs/developing.md); without highspy the figures cannot plan and fail
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
 LOG="$DEST/run.log"
 TMP=$(mktemp -d)
 status=0
