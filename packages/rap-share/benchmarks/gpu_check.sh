@@ -16,6 +16,7 @@
 # fourth file:
 #   eager.tar.gz   results/figure9.jsonl, figure10.jsonl, *.png, docs/figures.md of --no-graphs
 # EAGER=only runs just the env step and the eager steps (figures plan with the shipped model).
+# PRIORITY=1 adds figure 10 with --trainer-priority high (unmeasured) into priority.tar.gz.
 #
 # Carry .whl/ (highspy and xgboost-cpu wheels, git-ignored) with the device tool: the GPU
 # machine has neither, and the figures need highspy to plan.
@@ -100,6 +101,16 @@ if [ "$EAGER" != 0 ]; then
     tar -czf "$DEST/eager.tar.gz" -C "$E" results docs 2>/dev/null || status=1
     echo "gpu_check: default steps status=$dstatus, eager steps status=$status" | tee -a "$LOG"
     status=$((dstatus | status))
+fi
+# PRIORITY=1: figure 10 again with the trainer on high-priority streams (--trainer-priority
+# high, every variant), into priority.tar.gz: does the stage stretch of RAP shrink?
+if [ "${PRIORITY:-0}" != 0 ]; then
+    P="$TMP/priority"
+    mkdir -p "$P"
+    PFIGARGS="--trainer-priority high --steps ${RAP_FIG_STEPS:-30} --warmup ${RAP_FIG_WARMUP:-5} --out-dir $P/results --docs $P/docs/figures.md"
+    [ -n "$MODEL" ] && PFIGARGS="$PFIGARGS --cost-model $MODEL"
+    step priority-figure10 130 python3 -m rap_share.figures figure10 $PFIGARGS
+    tar -czf "$DEST/priority.tar.gz" -C "$P" results docs 2>/dev/null || status=1
 fi
 rm -rf "$TMP"
 echo "gpu_check: status=$status (see $LOG)" | tee -a "$LOG"

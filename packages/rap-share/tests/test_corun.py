@@ -156,12 +156,35 @@ def test_figures_cli_rejects_bad_usage(capsys):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="batch"):
         Config(batch=0)
+    with pytest.raises(ValueError, match="trainer_priority.*normal, high.*'urgent'"):
+        Config(trainer_priority="urgent")
+
+
+def test_trainer_priority_is_a_no_op_on_cpu_and_recorded(tmp_path):
+    """On a CPU run the option changes nothing (same losses); rows and CLI carry it."""
+    from rap_share.figures import parser, to_rows
+
+    path = _raw(tmp_path)
+    losses = {}
+    for prio in ("normal", "high"):
+        tr = Trainer(Config(**SMALL, trainer_priority=prio), 0, torch.device("cpu"), path, None)
+        losses[prio] = tr.run("rap")["losses"]
+    assert losses["normal"] == losses["high"]
+    assert parser().parse_args(["figure9"]).trainer_priority == "normal"
+    assert parser().parse_args(["figure9", "--trainer-priority", "high"]).trainer_priority == "high"
+    cfg = {"plan": "plan0", "batch": 32, "world": 1, "steps": 2, "warmup": 1,
+           "embedding_dim": 8, "max_table_rows": 500, "trainer_priority": "high"}  # fmt: skip
+    runs = [{"variant": v, "config": cfg, "mps": False, "device": "cpu", "launches": 1,
+             "total_iterations_per_s": 1.0, "samples_per_s": 32.0, "losses": [0.7],
+             "stage_ms": {"emb_fwd": 1.0}} for v in ("cpu_workers", "rap")]  # fmt: skip
+    assert {r["trainer_priority"] for r in to_rows(runs, "figure9", "no MPS")} == {"high"}
 
 
 @pytest.mark.gpu
-def test_every_variant_on_the_gpu_trains_on_the_preprocessed_batches(tmp_path):
+@pytest.mark.parametrize("prio", ["normal", "high"])
+def test_every_variant_on_the_gpu_trains_on_the_preprocessed_batches(tmp_path, prio):
     path = _raw(tmp_path)
-    cfg = Config(**{**SMALL, "batch": 256}, check=True)
+    cfg = Config(**{**SMALL, "batch": 256}, check=True, trainer_priority=prio)
     dev = torch.device("cuda:0")
     helpers = Helpers(dev, path, 0, cpu_workers=1)
     try:

@@ -35,6 +35,7 @@ runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue as _queue
@@ -56,6 +57,7 @@ VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_
 TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion", "rap_process")
 PLAN_TOP_MLP = {"plan0": "1024-1024-512-1", "plan1": "1024-1024-512-256-1"}
 ALL = "all"  # the single stage of an unscheduled program
+TRAINER_PRIORITIES = ("normal", "high")
 
 
 @dataclass
@@ -83,8 +85,17 @@ class Config:
     # device constants and packed raw copies for every variant, CUDA-graph replay of rap's
     # stages; False: the eager path
     graphs: bool = field(default_factory=_graphs.enabled)
+    # "high": the trainer's kernels (and NCCL's) on high-priority CUDA streams, so the block
+    # scheduler serves them before the preprocessing kernels of the same process, which stay
+    # at the default priority; "normal": one priority for both (every variant, Ideal too)
+    trainer_priority: str = "normal"
 
     def __post_init__(self) -> None:
+        if self.trainer_priority not in TRAINER_PRIORITIES:
+            raise ValueError(
+                f"Config.trainer_priority must be one of {', '.join(TRAINER_PRIORITIES)}, "
+                f"got {self.trainer_priority!r}"
+            )
         for name in ("batch", "world", "steps", "embedding_dim", "cpu_workers", "queue_depth",
                      "premade"):  # fmt: skip
             if int(getattr(self, name)) < 1:
@@ -566,8 +577,8 @@ class Trainer:
                 self.timer.on = True
             self.timer.begin()
 
-        with fused.cached_constants(cfg.graphs):  # graphs=False: eager, fresh constants
-            fn(variant, prog, total, tick, losses)
+        with fused.cached_constants(cfg.graphs), self._trainer_stream():
+            fn(variant, prog, total, tick, losses)  # graphs=False: eager, fresh constants
         self._sync()
         secs = time.perf_counter() - (state["t0"] or time.perf_counter())
         vals = [float(x) for x in losses]
@@ -578,6 +589,23 @@ class Trainer:
                 "total_iterations_per_s": it_s * cfg.world,
                 "samples_per_s": it_s * cfg.batch * cfg.world, "losses": vals,
                 "stage_ms": self.timer.result(), "launches": prog.launches}  # fmt: skip
+
+    @contextlib.contextmanager
+    def _trainer_stream(self):
+        """The stream the variant's loop trains on: the current one, or with
+        ``trainer_priority="high"`` a high-priority stream (ordered after the current one on
+        entry, and the current one after it on exit)."""
+        if not self.cuda or self.cfg.trainer_priority != "high":
+            yield
+            return
+        outer = torch.cuda.current_stream(self.device)
+        hp = torch.cuda.Stream(self.device, priority=-1)  # lower number: higher priority
+        hp.wait_stream(outer)
+        try:
+            with torch.cuda.stream(hp):
+                yield
+        finally:
+            outer.wait_stream(hp)
 
     def _sync(self) -> None:
         if self.cuda:
@@ -812,6 +840,14 @@ class Trainer:
             self._train(self.model_inputs(out, it, False), it, tick, losses)
 
 
+def _nccl_high_priority():
+    """NCCL process-group options with high-priority streams (``trainer_priority="high"``:
+    the gradient all-reduce and the embedding all-to-all then outrank preprocessing too)."""
+    opts = dist.ProcessGroupNCCL.Options()
+    opts.is_high_priority_stream = True
+    return opts
+
+
 def config_dict(cfg: Config) -> dict:
     return asdict(cfg)
 
@@ -832,8 +868,11 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
     if world > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ["MASTER_PORT"] = str(port)
+        kw = {}
+        if cuda and cfgs and cfgs[0].trainer_priority == "high":
+            kw["pg_options"] = _nccl_high_priority()
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=600))  # fmt: skip
+                                timeout=datetime.timedelta(seconds=600), **kw)  # fmt: skip
     first = raw_paths[cfgs[0].plan]
     need = set(variants) & (set(TWO_PROCESS) | {"cpu_workers"})
     helpers = Helpers(device, first, rank, cpu_workers if "cpu_workers" in need else 0) \

@@ -138,7 +138,8 @@ def measure(args, variants) -> tuple[list[dict], str]:
                    embedding_dim=args.embedding_dim, max_table_rows=args.max_table_rows,
                    cpu_workers=args.cpu_workers, check=args.check, seed=args.seed,
                    solver=args.solver, cost_model=args.cost_model,
-                   graphs=graphs_enabled(getattr(args, "graphs", None)))
+                   graphs=graphs_enabled(getattr(args, "graphs", None)),
+                   trainer_priority=getattr(args, "trainer_priority", "normal"))
             for p in args.plans for b in args.batches]  # fmt: skip
     out_path = os.path.join(tmp, "runs.jsonl")
     mps = MpsDaemon()
@@ -169,7 +170,8 @@ def to_rows(runs: list[dict], figure: str, note: str) -> list[dict]:
                       variant=r["variant"], plan=c["plan"], batch=c["batch"], ranks=c["world"],
                       steps=c["steps"], warmup=c["warmup"], embedding_dim=c["embedding_dim"],
                       max_table_rows=c["max_table_rows"], mps=r["mps"], mps_note=note,
-                      device=r["device"])  # fmt: skip
+                      device=r["device"],
+                      trainer_priority=c.get("trainer_priority", "normal"))  # fmt: skip
         rows.append(make_row(**common, metric="throughput", unit="iterations/s",
                              value=r["total_iterations_per_s"], n=c["steps"],
                              samples_per_s=r["samples_per_s"], launches=r["launches"],
@@ -325,7 +327,10 @@ def write_page(out_dir: Path, docs: Path) -> Path:
                   f"Hardware: {r0['gpus']} x {r0['gpu']} ({r0['ranks']} rank(s) used), "
                   f"torch {r0['torch']}, {r0['steps']} measured after {r0['warmup']} warm-up "
                   f"iterations; MPS: {r0['mps_note']}"
-                  + (f"; preprocessing: {used}" if used else "") + ".", "",
+                  + (f"; preprocessing: {used}" if used else "")
+                  + ("; trainer on high-priority streams (`--trainer-priority high`)"
+                     if any(r.get("trainer_priority") == "high" for r in rows) else "")
+                  + ".", "",
                   f"![{fig}]({fig}.png)", ""]  # fmt: skip
         lines += [*summary(rows, fig), ""]
     docs.parent.mkdir(parents=True, exist_ok=True)
@@ -383,6 +388,13 @@ def parser() -> argparse.ArgumentParser:
         help="the CUDA-graph path (the default): cached device constants and packed raw copies "
         "for every variant, CUDA-graph replay of rap's stages; --no-graphs: the eager path; "
         f"unset: on unless {GRAPHS_ENV}=0 (or false/no/off)",
+    )
+    p.add_argument(
+        "--trainer-priority",
+        choices=["normal", "high"],
+        default="normal",
+        help="high: the trainer's and NCCL's kernels on high-priority CUDA streams, above the "
+        "preprocessing kernels of the same process (every variant)",
     )
     p.add_argument(
         "--no-diagnostics",
