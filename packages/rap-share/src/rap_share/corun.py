@@ -721,8 +721,8 @@ class Trainer:
         ms (synchronised) and the stream span between CUDA events, for the unfused program
         (MPS / Sequential / CUDA stream) and the fused RAP program launched eagerly, each as
         ``Config.graphs`` selects (cached constants and packed copies, or the eager path's
-        fresh ones); on the CUDA-graph path also the same through :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could
-        capture)."""
+        fresh ones); on the CUDA-graph path also the same through
+        :class:`~rap_share.graphs.StagedRunner` (CUDA graphs when it could capture)."""
         dev, cfg = self.device, self.cfg
 
         def timeit(fn) -> dict:
