@@ -160,6 +160,22 @@ def test_config_rejects_bad_values():
         Config(trainer_priority="urgent")
 
 
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_rap_reports_its_worker_time(tmp_path, graphs):
+    """rap's worker jobs (load, stage) and the trainer's end-of-step wait are timed over the
+    measured iterations and reach the rows and the page; other variants report none."""
+    from rap_share.figures import diagnostics
+
+    tr = Trainer(Config(**SMALL, graphs=graphs), 0, torch.device("cpu"), _raw(tmp_path), None)
+    res = tr.run("rap")
+    wk = res["worker_ms"]
+    assert set(wk) == {"load", "stage", "wait"} and all(v >= 0 for v in wk.values())
+    assert wk["load"] > 0 and wk["stage"] > 0
+    assert tr.run("ideal")["worker_ms"] is None
+    line = diagnostics([{"workload": "w", "variant": "rap", "worker_ms": wk}])
+    assert any("RAP worker thread, host ms per iteration: load" in x for x in line)
+
+
 def test_trainer_priority_is_a_no_op_on_cpu_and_recorded(tmp_path):
     """On a CPU run the option changes nothing (same losses); rows and CLI carry it."""
     from rap_share.figures import parser, to_rows

@@ -475,6 +475,36 @@ class StageTimer:
         return {s: float(np.median(v)) for s, v in per.items()}
 
 
+class JobClock:
+    """Host wall ms of the ``rap`` worker's jobs (``load``: a batch's raw rows to the device;
+    ``stage``: a stage's kernels or graph replays) and of the trainer's wait for them at the
+    end of each step (``wait``), summed over the measured iterations: where RAP's time outside
+    the trainer's own stages goes (the loop posts, the worker thread runs, both share a GIL)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.ms: dict[str, float] = {"load": 0.0, "stage": 0.0, "wait": 0.0}
+
+    def add(self, kind: str, t0: float) -> None:
+        if self.on:
+            self.ms[kind] += (time.perf_counter() - t0) * 1e3
+
+    def job(self, kind: str, fn):
+        """``fn`` as a worker job that adds its wall time to ``kind``."""
+
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                self.add(kind, t0)
+
+        return timed
+
+    def per_iteration(self, steps: int) -> dict[str, float]:
+        return {k: v / max(1, steps) for k, v in self.ms.items()}
+
+
 class Trainer:
     """Model, data, programs and helpers of one rank; :meth:`run` measures one variant."""
 
@@ -567,6 +597,7 @@ class Trainer:
         prog = self.progs[variant]
         fn = getattr(self, f"_loop_{variant}", None) or self._loop_two_process
         self.timer = StageTimer(self.device)
+        self.clock = JobClock()
         losses: list = []
         state = {"t0": None}
 
@@ -574,7 +605,7 @@ class Trainer:
             if it == cfg.warmup:
                 self._sync()
                 state["t0"] = time.perf_counter()
-                self.timer.on = True
+                self.timer.on = self.clock.on = True
             self.timer.begin()
 
         with fused.cached_constants(cfg.graphs), self._trainer_stream():
@@ -588,7 +619,9 @@ class Trainer:
         return {"variant": variant, "seconds": secs, "iterations_per_s": it_s,
                 "total_iterations_per_s": it_s * cfg.world,
                 "samples_per_s": it_s * cfg.batch * cfg.world, "losses": vals,
-                "stage_ms": self.timer.result(), "launches": prog.launches}  # fmt: skip
+                "stage_ms": self.timer.result(), "launches": prog.launches,
+                "worker_ms": (self.clock.per_iteration(cfg.steps) if variant == "rap"
+                              else None)}  # fmt: skip
 
     @contextlib.contextmanager
     def _trainer_stream(self):
@@ -639,9 +672,12 @@ class Trainer:
                 torch.cuda.current_stream(self.device).wait_event(free)
             state["env"] = make_env(self.raw, prog, it, self.cfg, self.rank, self.device, True)
 
+        clock = self.clock
+
         def post(stage):
             if stage in prog.stages:
-                worker.post(lambda: run_launches(prog.stages[stage], state["env"]))
+                worker.post(clock.job("stage", lambda: run_launches(prog.stages[stage],
+                                                                    state["env"])))  # fmt: skip
 
         try:
             worker.post(lambda: load(0))
@@ -659,13 +695,15 @@ class Trainer:
                 if self.cuda:
                     free = torch.cuda.Event()
                     free.record(main)
-                worker.post(lambda it=it, free=free: load(it + 1, free))
+                worker.post(clock.job("load", lambda it=it, free=free: load(it + 1, free)))
                 self._stage_hook = post
                 try:
                     self._train(inputs, it, tick, losses)
                 finally:
                     self._stage_hook = None
+                t0 = time.perf_counter()
                 worker.wait()
+                clock.add("wait", t0)
         finally:
             worker.close()
 
@@ -686,9 +724,11 @@ class Trainer:
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         cur = {"it": -1}
 
+        clock = self.clock
+
         def post(stage):  # the trainer reached `stage` of step it: that slice of batch it + 1
             if stage in STAGES:
-                worker.post(lambda it=cur["it"] + 1: runner.stage(stage, it))
+                worker.post(clock.job("stage", lambda it=cur["it"] + 1: runner.stage(stage, it)))
 
         try:
             worker.post(lambda: runner.load(0))
@@ -705,14 +745,16 @@ class Trainer:
                 if self.cuda:  # batch it + 1 reuses the slot of batch it - 1: wait for its step
                     free = torch.cuda.Event()
                     free.record(main)
-                worker.post(lambda it=it, free=free: runner.load(it + 1, free))
+                worker.post(clock.job("load", lambda it=it, free=free: runner.load(it + 1, free)))
                 cur["it"] = it
                 self._stage_hook = post
                 try:
                     self._train(inputs, it, tick, losses)
                 finally:
                     self._stage_hook = None
+                t0 = time.perf_counter()
                 worker.wait()
+                clock.add("wait", t0)
         finally:
             worker.close()
 

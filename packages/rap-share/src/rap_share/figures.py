@@ -177,6 +177,7 @@ def to_rows(runs: list[dict], figure: str, note: str) -> list[dict]:
                              samples_per_s=r["samples_per_s"], launches=r["launches"],
                              loss_first=r["losses"][0], loss_last=r["losses"][-1],
                              stage_ms=r.get("stage_ms"), prep=r.get("prep"),
+                             worker_ms=r.get("worker_ms"),
                              graphs=bool(c.get("graphs", False)),
                              timing_includes="whole iterations incl. preprocessing, all ranks"))  # fmt: skip
         if figure == "figure10" and r["variant"] in ("ideal", *RAP_VARIANTS):
@@ -277,6 +278,11 @@ def diagnostics(thr: list[dict]) -> list[str]:
             out.append(line)
         elif prep:
             out.append(f"- {w} preprocessing diagnostics failed: {prep['error']}")
+        wk = rs.get("rap", {}).get("worker_ms")
+        if wk:
+            out.append(f"- {w} RAP worker thread, host ms per iteration: load {wk['load']:.2f}, "
+                       f"stage jobs {wk['stage']:.2f}; the trainer waited {wk['wait']:.2f} for "
+                       "them at the end of each step")  # fmt: skip
         ide, rap = (rs.get(v, {}).get("stage_ms") for v in ("ideal", "rap"))
         if ide and rap:
             out.append(f"- {w} trainer stage ms, Ideal -> RAP: " + ", ".join(
