@@ -47,6 +47,49 @@ def test_binding_matches_schedule_work(batch_size):
         assert torch.equal(bids, torch.arange(int(bnd.blocks[f]), dtype=torch.int32))
 
 
+@pytest.mark.parametrize("batch_size", [0, 1, 7, 300])
+@pytest.mark.parametrize("order", ["feature", "heavy-first"])
+def test_sync_free_binding_bounds_the_exact_one(batch_size, order):
+    """``num_ids``: the grid is ``grid_bound`` (>= the exact total), the tasks are the exact
+    ones then ``(-1, 0)``, block counts and work ranges equal, the work list a longer list
+    with the same prefix; nothing is read from the device (the bound is host arithmetic)."""
+    dims = [4, 8, 16, 32, 64, 128, 12, 3] * 3
+    plan = mixed_plan(dims, seed=batch_size + 3)
+    batch = random_batch([50] * len(dims), batch_size, max_len=[1, 5, 40] * 8, absent=(3, 11))
+    p = pack(batch)
+    binder = Binder(plan, 37, task_order=order)
+    exact = binder.bind(p.offsets, p.batch_size)
+    n = p.indices.numel()
+    free = binder.bind(p.offsets, p.batch_size, n)
+    assert free.total_blocks == binder.grid_bound(batch_size, n) >= exact.total_blocks
+    assert torch.equal(free.blocks, exact.blocks) and torch.equal(free.nnz, exact.nnz)
+    assert torch.equal(free.work_start, exact.work_start)
+    w = exact.work.shape[0]
+    assert free.work.shape[0] == binder.work_bound(batch_size, n) >= w
+    assert torch.equal(free.work[:w], exact.work)
+    t = exact.total_blocks
+    assert free.tasks.shape == (free.total_blocks, 2)
+    assert torch.equal(free.tasks[:t], exact.tasks)
+    assert bool((free.tasks[t:, 0] == -1).all()) and bool((free.tasks[t:, 1] == 0).all())
+    meta, offs = free.pack()  # the layout the kernel reads
+    assert torch.equal(meta[offs["tasks"] : offs["tasks"] + 2 * t], exact.tasks.reshape(-1))
+
+
+def test_grid_bound_holds_for_extreme_batches():
+    """The bound covers one huge bag, all-empty bags and batches of one id per bag."""
+    dims = [4, 8, 16, 32, 64, 128, 12, 3] * 2
+    for seed in range(4):
+        plan = mixed_plan(dims, seed=seed)
+        for max_len in (0, 1, 2000):
+            batch = random_batch([50] * len(dims), 5, max_len=max_len, seed=seed)
+            p = pack(batch)
+            binder = Binder(plan, 1000)
+            exact = binder.bind(p.offsets, 5)
+            n = p.indices.numel()
+            assert binder.grid_bound(5, n) >= exact.total_blocks, (seed, max_len)
+            assert binder.work_bound(5, n) >= exact.work.shape[0], (seed, max_len)
+
+
 def test_small_batches_launch_few_blocks_and_absent_features_none():
     dims = [16, 64, 8]
     plan = Plan(

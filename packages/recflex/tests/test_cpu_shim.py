@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
 def run_on_cpu(tmp: Path, plan: Plan, tables, batch, *, dispatch="if-else", index="int64",
-               maxc=16, order="feature") -> tuple[torch.Tensor, int]:  # fmt: skip
+               maxc=16, order="feature", sync_free=False) -> tuple[torch.Tensor, int]:  # fmt: skip
     wdt = "float16" if tables[0].dtype == torch.float16 else "float32"
     k = generate(plan, index_dtype=index, weight_dtype=wdt, dispatch=dispatch)
     src = tmp / f"kernel-{k.key[:16]}.cu"
@@ -57,7 +57,8 @@ def run_on_cpu(tmp: Path, plan: Plan, tables, batch, *, dispatch="if-else", inde
         assert proc.returncode == 0, proc.stderr[-3000:]
     p = pack(batch)
     idt = np.int32 if index == "int32" else np.int64
-    bnd = Binder(plan, maxc, order).bind(p.offsets, p.batch_size)
+    num_ids = p.indices.numel() if sync_free else None  # a bounded grid, padded tasks
+    bnd = Binder(plan, maxc, order).bind(p.offsets, p.batch_size, num_ids)
     nf, b = plan.num_features, p.batch_size
     parts = [np.array([nf, b, plan.sum_dims, bnd.total_blocks, bnd.work.shape[0],
                        np.dtype(idt).itemsize, 2 if wdt == "float16" else 4,
@@ -111,6 +112,28 @@ def test_generated_kernel_matches_embedding_bag(tmp_path, seed):
         assert err == 0
         assert_close(out, embedding_bag_reference(tables, pack(batch)), atol=1e-4, rtol=1e-4)
         assert bool((out[:, plan.col_offsets[1] : plan.col_offsets[1] + plan.dims[1]] == 0).all())
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_sync_free_grid_matches_embedding_bag(tmp_path, seed):
+    """A bounded (sync-free) binding: the blocks past the batch's own exit at once and the
+    output is the exact binding's, for every template, absent and empty bags included."""
+    plan = mixed_plan(10 + seed, n=18)
+    tables = tables_for(list(plan.rows), list(plan.dims), seed=seed)
+    padding = 0
+    for b, order in ((1, "feature"), (9, "heavy-first"), (40, "feature")):
+        batch = random_batch(list(plan.rows), b, max_len=[1, 7, 60] * 6, absent=(2,),
+                             empty_frac=0.3, seed=seed + b)  # fmt: skip
+        p = pack(batch)
+        exact = Binder(plan, 3, order).bind(p.offsets, b)
+        bounded = Binder(plan, 3, order).bind(p.offsets, b, p.indices.numel())
+        assert bounded.total_blocks >= exact.total_blocks
+        padding += bounded.total_blocks - exact.total_blocks
+        out, err = run_on_cpu(tmp_path, plan, tables, batch, maxc=3, order=order,
+                              sync_free=True)  # fmt: skip
+        assert err == 0
+        assert_close(out, embedding_bag_reference(tables, p), atol=1e-4, rtol=1e-4)
+    assert padding > 0  # some launch had blocks past the batch's own to skip
 
 
 def test_every_template_long_bags_jump_table_int32(tmp_path):

@@ -54,7 +54,8 @@ def test_e2e_outputs_agree_across_variants():
     mlp = e2e.make_mlp(w.sum_dims)
     p = pack(next(w.batches(1, seed=models.seed_for(w, "test"))))
     outs = []
-    for name in ("recflex", "recflex-feature-order", "recflex-forward", "torch"):
+    for name in ("recflex", "recflex-feature-order", "recflex-forward",
+                 "recflex-forward-sync-free", "torch"):  # fmt: skip
         prepare, lookup, _ = bench.make_variant(name, tables, plan)
         outs.append(e2e.forward_fn(lookup, mlp)(prepare(p)))
     assert outs[0].shape == (p.batch_size, 1)

@@ -108,6 +108,30 @@ def test_random_mixed_plans(seed):
         check(emb, tables, batch.to("cuda"))  # binding computed on the GPU
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_sync_free_forward_matches_and_does_not_sync(seed):
+    """sync_free + validate=False on a GPU-resident batch: the same sums, padding blocks
+    exit, and the forward queues its work without waiting for the GPU (a sync inside it
+    would raise under torch.cuda.set_sync_debug_mode("error"))."""
+    plan, rng = mixed_plan(seed)
+    rows = list(plan.rows)
+    tables = [t.cuda() for t in tables_for(rows, list(plan.dims), seed=seed)]
+    emb = FusedEmbedding(tables, plan, sync_free=True, validate=False)
+    for b in (1, 7, 512):
+        maxes = [rng.choice([1, 5, 200]) for _ in rows]
+        batch = random_batch(rows, b, max_len=maxes, absent=(3, 9), empty_frac=0.3, seed=b + seed)
+        gpu = batch.to("cuda")
+        check(emb, tables, gpu)
+        assert emb.last_binding.total_blocks >= int(emb.last_binding.blocks.sum())
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            emb(gpu)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
+
+
 def test_jump_table_int32_fp16():
     plan = jump_table_plan()
     tables = [t.cuda() for t in tables_for(plan.rows, plan.dims, dtype=torch.float16)]

@@ -3,7 +3,9 @@
 All variants run in one process on one GPU over the same batches: ``recflex`` (the plan's
 fused kernel, heaviest blocks launched first: the module's default; ``recflex-feature-order``
 the same with the blocks in feature order, the artifact's; ``recflex-forward`` the whole
-``forward`` from a GPU-resident batch: binding, bounds check and launch; ``recflex-default``
+``forward`` from a GPU-resident batch: binding, bounds check and launch;
+``recflex-forward-sync-free`` that forward bound without a host sync, unvalidated;
+``recflex-default``
 the heuristic plan's kernel, beside a tuned ``--plan FILE``), ``torch`` (per-feature
 ``embedding_bag`` + ``cat``), ``fbgemm-tbe`` (FBGEMM's
 inference TBE) and ``torchrec`` (``FusedEmbeddingBagCollection`` forward). Each variant's
@@ -45,9 +47,11 @@ from recflex.reference import embedding_bag_reference
 # own per-batch work; "recflex" times the launch alone, the paper's kernel-sum method.
 # "recflex-default" is the heuristic plan's kernel, so that a tuned plan (--plan FILE) and
 # the default one are timed in the same run.
+# "recflex-forward-sync-free" is the same forward with FusedEmbedding(sync_free=True,
+# validate=False): a bounded launch grid, no host read of the batch (unmeasured on a GPU yet).
 VARIANTS = (
-    "recflex", "recflex-feature-order", "recflex-forward", "recflex-default",
-    *baselines.BASELINES,
+    "recflex", "recflex-feature-order", "recflex-forward", "recflex-forward-sync-free",
+    "recflex-default", *baselines.BASELINES,
 )  # fmt: skip
 EXAMPLE = (
     "example: python -m recflex.bench --model A,B,C,D,E --plan default --batches 128 "
@@ -135,9 +139,11 @@ def make_variant(name: str, tables, plan, dispatch: str = "if-else", default_pla
                 raise ValueError("variant recflex-default needs default_plan")
             plan = default_plan
         order = "feature" if name == "recflex-feature-order" else "heavy-first"
-        emb = FusedEmbedding(tables, plan, dispatch=dispatch, task_order=order)
+        free = name == "recflex-forward-sync-free"
+        emb = FusedEmbedding(tables, plan, dispatch=dispatch, task_order=order, sync_free=free,
+                             validate=not free)  # fmt: skip
         if emb.device.type == "cuda":
-            if name == "recflex-forward":  # like the baselines: only the copy is untimed
+            if name.startswith("recflex-forward"):  # like the baselines: only the copy is untimed
                 dev = emb.device
                 return (lambda p: p.to(dev, non_blocking=True)), emb, emb
             return emb.prepare, (lambda s: emb.run_prepared(*s)), emb

@@ -117,23 +117,63 @@ class Binder:
     def _tasks(
         self, blocks: torch.Tensor, nnz: torch.Tensor, dims: torch.Tensor, total: int
     ) -> torch.Tensor:
-        """``[total, 2]`` (feature, block within the feature) in launch order."""
+        """``[total, 2]`` (feature, block within the feature) in launch order. ``total`` may
+        exceed the blocks' sum (a bounded grid): the rows past it are ``(-1, 0)``, blocks
+        the kernel ends at once. Found by a search in the running sums, so no host read."""
         dev = blocks.device
+        nf = blocks.numel()
+        if nf == 0 or total == 0:
+            return torch.zeros(0, 2, dtype=torch.int32, device=dev)
         if self.task_order == "heavy-first":
             load = nnz.double() * dims / torch.clamp(blocks, min=1)
             order = torch.argsort(-load, stable=True)
         else:
-            order = torch.arange(blocks.numel(), device=dev)
+            order = torch.arange(nf, device=dev)
         ob = blocks[order]
-        starts = torch.cumsum(ob, 0) - ob
-        feat = torch.repeat_interleave(order, ob, output_size=total)
-        bid = torch.arange(total, device=dev) - torch.repeat_interleave(
-            starts, ob, output_size=total
-        )
+        ends = torch.cumsum(ob, 0)
+        pos = torch.arange(total, device=dev, dtype=ends.dtype)
+        k = torch.searchsorted(ends, pos, right=True)  # position in `order`; nf: past the end
+        kk = torch.clamp(k, max=nf - 1)
+        valid = k < nf
+        feat = torch.where(valid, order[kk], -1)
+        bid = torch.where(valid, pos - (ends - ob)[kk], 0)
         return torch.stack([feat, bid], dim=1).to(torch.int32)
 
-    def bind(self, offsets: torch.Tensor, batch_size: int) -> Binding:
-        """Block counts, task list and MultiBlockPerSample work list for one batch."""
+    def grid_bound(self, batch_size: int, num_ids: int) -> int:
+        """The most blocks :meth:`bind` can give a batch of ``batch_size`` samples and
+        ``num_ids`` ids, from the host alone (the launch grid of a sync-free binding)."""
+        b, n = int(batch_size), int(num_ids)
+        if b <= 0 or self.plan.num_features == 0:
+            return 0
+        t, maxc = self._cpu, self.max_concurrent
+        code, spb, tile, dim = t["code"], t["spb"], t["tile"], t["dim"]
+        by_ids = -(-n // tile)  # tiles of every id, in one feature at the most
+        ub = torch.ones_like(code)  # OneHot
+        ub = torch.where(code == 1, torch.full_like(code, min(-(-b // ONEHOT_TILE), maxc)), ub)
+        ub = torch.where((code == 2) | (code == 3), -(-b // spb), ub)
+        ub = torch.where(code == 4, torch.clamp(by_ids + b, max=maxc), ub)
+        ub = torch.where(code == 5, torch.clamp(by_ids, max=maxc), ub)
+        zf = -(-b * dim // ZERO_FILL_FLOATS_PER_BLOCK)  # a feature without lookups
+        return int(torch.maximum(ub, zf).sum())
+
+    def work_bound(self, batch_size: int, num_ids: int) -> int:
+        """The most MultiBlockPerSample (sample, tile) pairs a batch can make (host only):
+        a feature's ``sum ceil(len / tile)`` is at most ``ceil(num_ids / tile) + B``."""
+        b, n = int(batch_size), int(num_ids)
+        if b <= 0 or self._mbps.numel() == 0:
+            return 0
+        tile = self._cpu["tile"][self._mbps]
+        return int((-(-n // tile) + b).sum())
+
+    def bind(self, offsets: torch.Tensor, batch_size: int, num_ids: int | None = None) -> Binding:
+        """Block counts, task list and MultiBlockPerSample work list for one batch.
+
+        ``num_ids`` (the batch's id count, known on the host) binds without reading the
+        device, so a batch on the GPU costs no host sync: the launch grid is
+        :meth:`grid_bound` (blocks past the batch's own total get the task ``(-1, 0)`` and
+        exit at once) and the work list is :meth:`work_bound` long (only each feature's
+        ``work_start`` range is read). Without it the grid and the work list are exact
+        (two host reads)."""
         nf = self.plan.num_features
         b = int(batch_size)
         if b < 0:
@@ -167,20 +207,24 @@ class Binder:
             per_feat = ntiles.sum(dim=1)
             counts = torch.zeros_like(code).index_put_((mb,), per_feat)
             work_start[1:] = torch.cumsum(counts, 0)
-            flat = ntiles.reshape(-1)
-            total = int(flat.sum())
-            sample = torch.arange(b, device=dev).repeat(mb.numel())
-            first = torch.cumsum(flat, 0) - flat
-            rep_sample = torch.repeat_interleave(sample, flat, output_size=total)
-            tile_idx = torch.arange(total, device=dev) - torch.repeat_interleave(
-                first, flat, output_size=total
-            )
+            flat = ntiles.reshape(-1)  # [M * B]: tiles of (feature m, sample s) at m * B + s
+            ends = torch.cumsum(flat, 0)
+            size = int(ends[-1]) if num_ids is None else self.work_bound(b, num_ids)
+            pos = torch.arange(size, device=dev)
+            k = torch.searchsorted(ends, pos, right=True)
+            kk = torch.clamp(k, max=flat.numel() - 1)
+            valid = k < flat.numel()  # a bounded list's tail: never read by the kernel
+            rep_sample = torch.where(valid, kk % b, 0)
+            tile_idx = torch.where(valid, pos - (ends - flat)[kk], 0)
             work = torch.stack([rep_sample, tile_idx], dim=1)
             blocks = blocks.index_put_((mb,), torch.clamp(per_feat, max=maxc))
         # no lookups: no schedule blocks, only zero-fill blocks
         zf = -torch.div(-b * t["dim"], ZERO_FILL_FLOATS_PER_BLOCK, rounding_mode="floor")
         blocks = torch.where(nnz == 0, zf, blocks)
-        total = int(blocks.sum()) if nf else 0
+        if num_ids is None:
+            total = int(blocks.sum()) if nf else 0
+        else:
+            total = self.grid_bound(b, num_ids)
         return Binding(
             batch_size=b,
             blocks=blocks.to(torch.int32),

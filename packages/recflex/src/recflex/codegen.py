@@ -181,6 +181,7 @@ extern "C" __global__ void {bounds} {KERNEL_NAME}(
 #endif
     const int2 task = tasks[blockIdx.x];
     const int f = task.x;
+    if (f < 0) return;  // past the batch's blocks in a bounded (sync-free) grid
     Feat ft;
     ft.table = tables[f];
     ft.rows = rows[f];

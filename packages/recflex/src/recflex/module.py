@@ -54,7 +54,11 @@ class FusedEmbedding(nn.Module):
     see :meth:`check_errors`). ``exact_occupancy``: pad shared memory so exactly the plan's
     occupancy fits an SM (else it is a lower bound); ``index_dtype``: the kernel's id type
     (default: the batch's); ``task_order``: the block order of the launch (see
-    :class:`~recflex.binding.Binder`).
+    :class:`~recflex.binding.Binder`). ``sync_free``: bind each batch without reading the
+    device (:meth:`~recflex.binding.Binder.bind` with ``num_ids``): the launch grid is an
+    upper bound from the batch size and id count, and the extra blocks exit at once, so a
+    batch already on the GPU costs no host sync; with ``validate=False`` too, a forward
+    never waits for the GPU (bad ids are still skipped and flagged, :meth:`check_errors`).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class FusedEmbedding(nn.Module):
         index_dtype: torch.dtype | None = None,
         exact_occupancy: bool = False,
         task_order: str = "heavy-first",
+        sync_free: bool = False,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -91,6 +96,7 @@ class FusedEmbedding(nn.Module):
         self.index_dtype = index_dtype
         self.exact_occupancy = exact_occupancy
         self.task_order = task_order
+        self.sync_free = bool(sync_free)
         self.tables = nn.ParameterList(
             [nn.Parameter(t.contiguous(), requires_grad=False) for t in tables]
         )
@@ -213,7 +219,7 @@ class FusedEmbedding(nn.Module):
             if self.validate:
                 validate_ids(packed, self._rows_cpu, self.plan.names)
             binder = Binder(self.plan, self.max_concurrent(), self.task_order)
-            binding = binder.bind(packed.offsets, packed.batch_size)
+            binding = binder.bind(packed.offsets, packed.batch_size, self._num_ids(packed))
             self.last_binding = binding
             return emulate(
                 self.plan, [t.detach().cpu() for t in self._table_list()], packed, binding
@@ -230,13 +236,18 @@ class FusedEmbedding(nn.Module):
         idt = self.index_dtype or packed.indices.dtype
         idt_name = "int32" if idt == torch.int32 else "int64"
         st = self._gpu_state(idt_name)
-        binding = st["binder"].bind(packed.offsets, packed.batch_size)  # on the batch's device
+        # on the batch's device; sync_free: a bounded grid, no device read
+        binding = st["binder"].bind(packed.offsets, packed.batch_size, self._num_ids(packed))
         meta, offs = binding.pack()
         gpu = packed.to(dev, idt, non_blocking=True)
         if self.validate:
             validate_ids(gpu, st["rows"], self.plan.names)
         meta = meta.to(dev, non_blocking=True)
         return gpu, binding, {"meta": meta, "offs": offs, "index_dtype": idt_name}
+
+    def _num_ids(self, packed: Packed) -> int | None:
+        """The id count a sync-free binding bounds its grid with (None: exact binding)."""
+        return packed.indices.numel() if self.sync_free else None
 
     def run_prepared(
         self, gpu: Packed, binding: Binding, extra: dict, timing: torch.Tensor | None = None
