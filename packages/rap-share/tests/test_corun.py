@@ -213,6 +213,29 @@ def test_every_variant_on_the_gpu_trains_on_the_preprocessed_batches(tmp_path, p
         helpers.close()
 
 
+def test_raw_take_of_consecutive_rows_is_a_view_with_the_same_rows():
+    """rows() gives a run of consecutive rows unless it wraps: taken as views (no copy),
+    equal to fancy indexing; a wrapping run and arbitrary rows are copied."""
+    import numpy as np
+
+    raw = RawSource.synthetic(100, seed=3)
+    names = sorted(raw.columns)[:5]
+    for step, batch in ((0, 10), (4, 30), (3, 30)):  # (3, 30): rows 90..99 then 0..19
+        idx = raw.rows(step, batch, 1)
+        got = raw.take(names, idx)
+        for n in names:
+            c = raw.columns[n]
+            assert np.array_equal(got[n].values, c.values[idx])
+            if c.valid is not None:
+                assert np.array_equal(got[n].valid, c.valid[idx])
+            wraps = idx[0] + batch > raw.num_rows
+            assert np.shares_memory(got[n].values, c.values) is (not wraps)
+    rows = np.array([5, 1, 7])
+    assert np.array_equal(
+        raw.take(names, rows)[names[0]].values, raw.columns[names[0]].values[rows]
+    )
+
+
 def test_criteo_tsv_reader(tmp_path):
     from rap_share.figures import load_criteo_tsv
 

@@ -78,6 +78,10 @@ class RawSource:
         return idx if rank is None else idx[rank * batch : (rank + 1) * batch]
 
     def take(self, names: Sequence[str], idx: np.ndarray) -> dict[str, Column]:
+        """The rows ``idx`` of columns ``names``. A run of consecutive rows (what :meth:`rows`
+        gives unless it wraps) is taken as views, not copies: the batch is copied once, where
+        it is packed or moved to the device."""
+        sel = _as_slice(idx)
         out = {}
         for n in names:
             if n not in self.columns:
@@ -85,8 +89,23 @@ class RawSource:
                     f"raw column {n!r} is not in the data (have {sorted(self.columns)[:6]}...)"
                 )
             c = self.columns[n]
-            out[n] = Column(c.values[idx], None, None if c.valid is None else c.valid[idx])
+            out[n] = Column(c.values[sel], None, None if c.valid is None else c.valid[sel])
         return out
+
+
+def _as_slice(idx: np.ndarray):
+    """``idx`` as a slice when it is a run of consecutive row numbers, else ``idx`` itself.
+
+    >>> _as_slice(np.arange(3, 7)), _as_slice(np.array([0, 2]))
+    (slice(3, 7, None), array([0, 2]))
+    """
+    idx = np.asarray(idx)
+    n = idx.shape[0] if idx.ndim == 1 else 0
+    if n and idx.dtype.kind in "iu" and int(idx[0]) >= 0:
+        start = int(idx[0])
+        if int(idx[-1]) == start + n - 1 and np.array_equal(idx, np.arange(start, start + n)):
+            return slice(start, start + n)
+    return idx
 
 
 def pack_columns(cols: dict[str, Column]) -> tuple[list[torch.Tensor], list[tuple]]:
