@@ -132,6 +132,27 @@ def test_sync_free_forward_matches_and_does_not_sync(seed):
         torch.cuda.synchronize()
 
 
+def test_sync_free_forward_reports_bad_ids_a_batch_late():
+    """sync_free + validate=False: a bad id is skipped and flagged; once that launch has
+    finished, the next forward raises (no host sync needed); the flag is then clear."""
+    plan = TIMING_PLAN
+    tables = [t.cuda() for t in tables_for(plan.rows, plan.dims)]
+    emb = FusedEmbedding(tables, plan, sync_free=True, validate=False)
+    ids = [torch.tensor([1, 10**9, -5, 2])] + [torch.tensor([3])] * 3
+    lens = [torch.tensor([2, 2])] + [torch.tensor([1, 0])] * 3
+    bad = JaggedBatch.from_lengths([f"f{i}" for i in range(4)], ids, lens).to("cuda")
+    good = random_batch(list(plan.rows), 4, max_len=3).to("cuda")
+    out = emb(bad)  # no error yet: nothing waited for the launch
+    torch.cuda.synchronize()
+    t0 = tables[0].cpu()
+    assert_close(out[:, :32].cpu(), torch.stack([t0[1], t0[2]]))
+    with pytest.raises(ValueError, match="earlier batch had ids outside their tables"):
+        emb(good)
+    emb(good)  # the flag was cleared
+    torch.cuda.synchronize()
+    emb.check_errors()
+
+
 def test_jump_table_int32_fp16():
     plan = jump_table_plan()
     tables = [t.cuda() for t in tables_for(plan.rows, plan.dims, dtype=torch.float16)]

@@ -58,7 +58,8 @@ class FusedEmbedding(nn.Module):
     device (:meth:`~recflex.binding.Binder.bind` with ``num_ids``): the launch grid is an
     upper bound from the batch size and id count, and the extra blocks exit at once, so a
     batch already on the GPU costs no host sync; with ``validate=False`` too, a forward
-    never waits for the GPU (bad ids are still skipped and flagged, :meth:`check_errors`).
+    never waits for the GPU (bad ids are still skipped and flagged: a later forward raises
+    once the flag of a finished launch reads set, or :meth:`check_errors` waits and raises).
     """
 
     def __init__(
@@ -187,9 +188,35 @@ class FusedEmbedding(nn.Module):
         for st in self._state.values():
             if int(st["err"].item()):
                 st["err"].zero_()
+                if "err_watch" in st:
+                    st["err_watch"]["host"].zero_()
                 raise ValueError(
                     "the fused kernel met ids outside their tables and skipped them "
                     "(construct with validate=True to find feature and sample)"
+                )
+
+    def _watch_errors(self, st: dict) -> None:
+        """``sync_free``: the kernel's error flag copied to pinned host memory behind each
+        launch (no wait); a set flag raises at a later forward (:meth:`_raise_flagged`)."""
+        w = st.get("err_watch")
+        if w is None:
+            host = torch.zeros(1, dtype=torch.int32).pin_memory()
+            w = st["err_watch"] = {"host": host, "event": torch.cuda.Event()}
+        w["host"].copy_(st["err"], non_blocking=True)
+        w["event"].record()
+
+    def _raise_flagged(self) -> None:
+        """Raise if a finished earlier launch flagged an out-of-range id (sync_free: the
+        error surfaces a batch or so late instead of costing a host sync per batch)."""
+        for st in self._state.values():
+            w = st.get("err_watch")
+            if w is not None and w["event"].query() and int(w["host"][0]):
+                w["host"].zero_()
+                st["err"].zero_()
+                raise ValueError(
+                    "an earlier batch had ids outside their tables; the fused kernel skipped "
+                    "them (sync_free reports this a batch or so late; validate=True names "
+                    "feature and sample)"
                 )
 
     # ------------------------------------------------------------------ forward
@@ -289,9 +316,14 @@ class FusedEmbedding(nn.Module):
         return out
 
     def _forward_kernel(self, packed: Packed, timing: torch.Tensor | None) -> torch.Tensor:
+        if self.sync_free:
+            self._raise_flagged()
         gpu, binding, extra = self.prepare(packed)
         self.last_binding = binding
-        return self.run_prepared(gpu, binding, extra, timing)
+        out = self.run_prepared(gpu, binding, extra, timing)
+        if self.sync_free:
+            self._watch_errors(self._gpu_state(extra["index_dtype"], timing is not None))
+        return out
 
     def kernel_stats(self, index_dtype: str = "int64") -> dict:
         """Registers, shared memory, occupancy of the compiled kernel (GPU only)."""
