@@ -161,3 +161,29 @@ def test_zero_or_negative_budgets_rejected(bad):
     st["grad_comm"]["corun"] = []
     with pytest.raises(ValueError, match="grad_comm has no capacity"):
         costmodel.stage_budgets_from_profile(st)
+
+
+def test_stage_profile_under_torchrun_on_two_ranks(tmp_path):
+    """``torchrun --nproc-per-node 2 -m rap_share.profile`` (gloo on CPU): the stage profile
+    of 2 ranks, grad_comm with the all-reduce, written once by rank 0."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "p2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(port), "-m", "rap_share.profile", "--out", str(out),
+           "--device", "cpu", "--ops", "sigrid_hash", "--degrees", "1,2", "--widths", "1,4",
+           "--batches", "256", "--units", "1,2", "--stage-batch", "128",
+           "--max-table-rows", "1000", "--embedding-dim", "8", "--bottom-mlp", "16",
+           "--top-mlp", "16-1", "--iters", "2", "--warmup-runs", "1", "--no-fit"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prof = json.loads((out / "profile.json").read_text())
+    assert prof["stage_world"] == 2
+    st = prof["stages"]
+    st = st.get("stages", st)
+    assert set(st) == set(STAGES) and all(st[s]["base_ms"] > 0 for s in STAGES)

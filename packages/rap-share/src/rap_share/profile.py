@@ -285,6 +285,10 @@ def profile_stages(
         fn, probe_ms, gpu_ms = probes[k]
         t = median_times(fn, s)[s]
         stretch = t / base[s] - 1.0 if base[s] > 0 else float("inf")
+        # every rank must stop a stage at the same probe (each step has collectives): the
+        # largest stretch over the ranks decides (ranks that decided alone diverged, and one
+        # finished while the other waited in an all_gather: torchrun on 2 ranks)
+        stretch = _max_over_ranks(stretch, device, world)
         out[s]["corun"].append({"units": k, "stage_ms": t, "probe_ms": probe_ms,
                                 "probe_launch_ms": gpu_ms, "graph": fn in graphs,
                                 "stretch": stretch})  # fmt: skip
@@ -294,6 +298,18 @@ def profile_stages(
             stopped.add(s)
     return {"stages": out, "world": world, "batch": batch, "table_rows_cap": max_table_rows,
             "embedding_dim": dim}  # fmt: skip
+
+
+def _max_over_ranks(x: float, device, world: int) -> float:
+    """``x``'s maximum over the ranks of the default process group (``x`` on one rank)."""
+    import torch.distributed as dist
+
+    if world <= 1 or not dist.is_initialized():
+        return x
+    dev = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([x], dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 def _ints(text: str) -> list[int]:
