@@ -659,10 +659,14 @@ class Trainer:
             self._train(made[it % len(made)], it, tick, losses)
 
     def _loop_rap(self, variant, prog, total, tick, losses) -> None:
-        if self.cfg.graphs:  # the default: stage slices replayed through the StagedRunner
-            return self._loop_rap_graphs(variant, prog, total, tick, losses)
-        worker = StageWorker(self.device)
-        main = torch.cuda.current_stream(self.device) if self.cuda else None
+        """``rap``: stage ``s`` of batch ``it + 1`` is launched from the worker thread when the
+        trainer reaches stage ``s`` of step ``it``. The CUDA-graph path (default) replays it
+        through the :class:`~rap_share.graphs.StagedRunner`; the eager path launches the
+        stage's fused kernels on a fresh env per batch."""
+        if self.cfg.graphs:
+            runner = self.rap_runner()
+            return self._loop_staged(runner.load, runner.stage, runner.outputs,
+                                     not runner.graphed, total, tick, losses)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):
@@ -672,12 +676,25 @@ class Trainer:
                 torch.cuda.current_stream(self.device).wait_event(free)
             state["env"] = make_env(self.raw, prog, it, self.cfg, self.rank, self.device, True)
 
-        clock = self.clock
+        def stage(s, it):  # the worker runs jobs in posting order: state["env"] is batch it's
+            run_launches(prog.stages.get(s, []), state["env"])
 
-        def post(stage):
-            if stage in prog.stages:
-                worker.post(clock.job("stage", lambda: run_launches(prog.stages[stage],
-                                                                    state["env"])))  # fmt: skip
+        self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), True, total,
+                          tick, losses)  # fmt: skip
+
+    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses) -> None:
+        """The trainer's side of ``rap``: ``load(it, free)`` (``free``: an event after the
+        trainer's reads of the batch it replaces), ``stage(s, it)`` and ``outputs_of(it)``
+        come from one of the two paths; ``record``: the outputs were made on the worker's
+        stream (``record_stream`` on the trainer's)."""
+        worker = StageWorker(self.device)
+        main = torch.cuda.current_stream(self.device) if self.cuda else None
+        clock = self.clock
+        cur = {"it": -1}
+
+        def post(s):  # the trainer reached stage s of step it: that slice of batch it + 1
+            if s in STAGES:
+                worker.post(clock.job("stage", lambda it=cur["it"] + 1: stage(s, it)))
 
         try:
             worker.post(lambda: load(0))
@@ -685,17 +702,17 @@ class Trainer:
                 post(s)
             worker.wait()
             for it in range(total):
-                env = state["env"]
-                out = outputs(env, prog)
-                if self.cuda:  # made on the worker's stream, read on the trainer's
+                out = outputs_of(it)
+                if self.cuda and record:
                     for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
                         t.record_stream(main)
                 inputs = self.model_inputs(out, it, True)
                 free = None
-                if self.cuda:
+                if self.cuda:  # the next load may reuse memory the trainer still reads
                     free = torch.cuda.Event()
                     free.record(main)
                 worker.post(clock.job("load", lambda it=it, free=free: load(it + 1, free)))
+                cur["it"] = it
                 self._stage_hook = post
                 try:
                     self._train(inputs, it, tick, losses)
@@ -714,49 +731,6 @@ class Trainer:
             self._runner = _graphs.StagedRunner(self.raw, self.progs["rap"], self.cfg, self.rank,
                                                 self.device, graphs=True)  # fmt: skip
         return self._runner
-
-    def _loop_rap_graphs(self, variant, prog, total, tick, losses) -> None:
-        """``rap`` on the CUDA-graph path: the worker thread replays each stage slice of batch
-        ``it + 1`` (one CUDA graph per stage, two slots of static buffers) when the trainer
-        reaches the stage; eager launches where capture is impossible (``runner.note``)."""
-        runner = self.rap_runner()
-        worker = StageWorker(self.device)
-        main = torch.cuda.current_stream(self.device) if self.cuda else None
-        cur = {"it": -1}
-
-        clock = self.clock
-
-        def post(stage):  # the trainer reached `stage` of step it: that slice of batch it + 1
-            if stage in STAGES:
-                worker.post(clock.job("stage", lambda it=cur["it"] + 1: runner.stage(stage, it)))
-
-        try:
-            worker.post(lambda: runner.load(0))
-            for s in STAGES:
-                post(s)
-            worker.wait()
-            for it in range(total):
-                out = runner.outputs(it)
-                if self.cuda and not runner.graphed:  # made on the worker's stream
-                    for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
-                        t.record_stream(main)
-                inputs = self.model_inputs(out, it, True)
-                free = None
-                if self.cuda:  # batch it + 1 reuses the slot of batch it - 1: wait for its step
-                    free = torch.cuda.Event()
-                    free.record(main)
-                worker.post(clock.job("load", lambda it=it, free=free: runner.load(it + 1, free)))
-                cur["it"] = it
-                self._stage_hook = post
-                try:
-                    self._train(inputs, it, tick, losses)
-                finally:
-                    self._stage_hook = None
-                t0 = time.perf_counter()
-                worker.wait()
-                clock.add("wait", t0)
-        finally:
-            worker.close()
 
     def prep_diagnostics(self, n: int = 5) -> dict:
         """Preprocessing alone, per batch (median of ``n`` after 2 warm-up batches): host wall
