@@ -37,5 +37,6 @@ NUM_CACHED_BATCHES = 4  # synthetic batches generated once per job and cycled
 # job alone): the most intense pending job that still fits under it, else the least intense.
 # 150 is the capacity that a processor-sharing model of MPS needed to reproduce run 5 on one H200
 # (balance_24: MPS rounds 40.75 s measured, 39.0 s modelled; rmixer@mps's GPU side 38.9 vs 38.2).
-# In that model this rule gives 30.8 s; targets 120-180 all stay within 8% of it.
+# In that model this rule gives 30.8 s; targets 120-180 all stay within 8% of it. Measured in
+# run 7 (one H200, docs/rmixer/makespan.md): 34.44 s, 1.47x the MPS rounds of that run.
 MPS_INTENSITY_FILL = 150.0
