@@ -9,7 +9,8 @@
 #   OUT=/tmp/out bash packages/emb-kernels/benchmarks/gpu_check.sh
 #
 # Writes 3 files under $OUT/emb-kernels/: run.log, micro24.png and results.tar.gz (micro24,
-# anchors, sweep-fast, sweeps, dlrm .jsonl, report.json, ncu.csv when ncu ran). STEPS="..." runs a subset.
+# anchors, sweep-fast, sweeps, dlrm .jsonl, report.json, ncu*.csv when ncu ran). STEPS="..." runs a
+# subset; "ncu-anchors" (not in the default list) profiles fast against FBGEMM on two anchors.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -110,6 +111,23 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
                 --variants baseline,optmt,optmt@cap42,l2p+optmt,combined,fast \
                 --batches 1 --num-tables 2 --repeats 1 --warmup-runs 0 --fbgemm off \
                 --on-mismatch skip --out "$WORK/ncu_bench.jsonl"
+        fi ;;
+    ncu-anchors)
+        # where fast loses to the inference TBE (MLPerf multi-hot, the uniform anchor): DRAM
+        # bytes, L2/L1 hit rates, occupancy and instructions of both kernels, same inputs
+        if ! command -v ncu >/dev/null; then
+            echo "=== ncu-anchors: ncu not installed here" | tee -a "$LOG"
+        else
+            for wl in mlperf-multihot anchor-1table; do
+                step "ncu-$wl" 150 ncu --replay-mode application --cache-control none \
+                    --clock-control none --kernel-name "regex:ek_fast|nbit|split_embedding" \
+                    --metrics gpu__time_duration.sum,dram__bytes_read.sum,lts__t_sector_hit_rate.pct,lts__t_sectors_op_read.sum,l1tex__t_sector_hit_rate.pct,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,launch__registers_per_thread,launch__grid_size,launch__block_size,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+                    --csv --log-file "$WORK/ncu-$wl.csv" \
+                    python3 -m emb_kernels.bench --workload "$wl" --skew uniform \
+                    --variants "${NCU_VARIANTS:-fast,fast-async8,fast-async8-mixed,fbgemm}" \
+                    --batches 2 --repeats 2 --warmup-runs 0 --on-mismatch skip \
+                    --out "$WORK/ncu_bench.jsonl"
+            done
         fi ;;
     sanitizer)
         # compute-sanitizer memcheck: bad ids with validation off must not read stray memory

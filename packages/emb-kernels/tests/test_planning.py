@@ -285,7 +285,9 @@ def test_async_rows_refuses_bad_values_and_combinations():
 def test_async_rows_plan_says_which_tables_take_the_ring(rows):
     default = mlperf_plan()
     plan = mlperf_plan(async_rows=rows)
-    assert plan.name == f"ek_fast_seg_sum_f32_i64_v16_a{rows}" and plan.async_rows == rows
+    # every table rides the ring: the kernel without the fallback (suffix o)
+    assert plan.name == f"ek_fast_seg_sum_f32_i64_v16_a{rows}o" and plan.async_rows == rows
+    assert mlperf_plan(async_rows=rows, async_only=False).name.endswith(f"_a{rows}")
     assert plan.source == kernels.FAST_ASYNC_SOURCE and plan.block == 128
     assert plan.grid == -(-plan.total_units // 4)
     # the work split is the default one (K bags per warp); only the kernel and block differ
@@ -301,6 +303,11 @@ def test_async_rows_plan_says_which_tables_take_the_ring(rows):
     mixed = mlperf_plan(dims=[64, 160, 16] + [128] * 23, async_rows=rows)
     assert mixed.async_tables == (False, True, False, *(True,) * 23)
     assert mixed.paths[0] == "segmented K=6" and mixed.paths[1] == f"async{rows} K=8"
+    assert mixed.name.endswith(f"_a{rows}")  # the fallback kernel serves the narrow tables
+    with pytest.raises(ValueError, match="async_only=True needs every table on the ring"):
+        mlperf_plan(dims=[64, 160, 16] + [128] * 23, async_rows=rows, async_only=True)
+    with pytest.raises(ValueError, match="async_only must be None, True or False"):
+        mlperf_plan(async_rows=rows, async_only=1)
 
 
 def test_async_rows_falls_back_where_no_kernel_serves_it():
@@ -322,8 +329,8 @@ def test_async_rows_falls_back_where_no_kernel_serves_it():
 def test_async_kernel_names_live_in_their_module():
     names = kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]
     assert sorted(names) == sorted(
-        f"ek_fast_seg_{k}_f32_{i}_v16_a{d}" for k in ("sum", "max") for i in ("i32", "i64")
-        for d in (8, 16)
+        f"ek_fast_seg_{k}_f32_{i}_v16_a{d}{o}" for k in ("sum", "max") for i in ("i32", "i64")
+        for d in (8, 16) for o in ("", "o")
     )  # fmt: skip
     assert all(kernels.fast_source(n) == kernels.FAST_ASYNC_SOURCE for n in names)
     assert kernels.fast_source("ek_fast_seg_sum_f32_i64_v16_u8") == kernels.FAST_X_SOURCE

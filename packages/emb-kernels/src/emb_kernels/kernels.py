@@ -97,6 +97,7 @@ def fast_name(
     split: bool = False,
     seg_unroll: int = 4,
     async_rows: int = 0,
+    async_only: bool = False,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
@@ -108,7 +109,7 @@ def fast_name(
             raise ValueError(f"fast: no async_rows={async_rows} kernel for {dtype}, "
                              f"{vec_bytes}-byte vectors, split={split}, coop={coop}, "
                              f"seg_unroll={seg_unroll}")  # fmt: skip
-        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}"
+        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}" + ("o" if async_only else "")
     s = "s" if split else ""
     if seg_unroll != 4:
         if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
@@ -145,8 +146,9 @@ def all_kernel_names() -> dict[str, list[str]]:
                                                     coop=coop, seg_unroll=8))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
-                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d)
-                                  for d in FAST_ASYNC_ROWS for is_max in (False, True))  # fmt: skip
+                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o)
+                                  for d in FAST_ASYNC_ROWS for is_max in (False, True)
+                                  for o in (False, True))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
@@ -164,7 +166,9 @@ def fast_source(name: str) -> str:
     """The module of a fast kernel: the opt-in split and seg_unroll=8 kernels live in
     FAST_X_SOURCE, the async_rows ones (``_a<D>``) in FAST_ASYNC_SOURCE, the others in
     FAST_SOURCE."""
-    if name.startswith("ek_fast_seg_") and name.endswith(tuple(f"_a{d}" for d in FAST_ASYNC_ROWS)):
+    if name.startswith("ek_fast_seg_") and name.endswith(
+        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o"))
+    ):
         return FAST_ASYNC_SOURCE
     if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
         name.startswith("ek_fast_seg_") and name.endswith("_u8")
@@ -330,6 +334,7 @@ def plan_fast(
     split_min_pooling: float | None = None,
     seg_unroll: int | None = None,
     async_rows: int | None = None,
+    async_only: bool | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -366,7 +371,10 @@ def plan_fast(
     ``seg_unroll=8`` and ``coop=True`` (the async path loads ids cooperatively already).
     Launches it cannot serve (not float32, rows not 16-byte aligned, no table 32 vectors
     wide) fall back to the kernels they would get without it: ``plan.async_rows`` is then 0.
-    ``plan.paths`` says which path each table took.
+    ``plan.paths`` says which path each table took. Where every table takes the ring, the
+    launch uses the ``_a<D>o`` kernel, compiled without the fallback and so with fewer
+    registers and more resident warps (``async_only``: None picks it then, False keeps the
+    kernel with the fallback, True requires it and raises where a table cannot take the ring).
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -532,6 +540,13 @@ def plan_fast(
     grid = unit if block_warps else math.ceil(unit / warps_per_block)
     is_split = any(s > 1 for s in parts)
     ring = int(async_rows) if use_async else 0
+    every_table_async = bool(ring) and all(shapes[t][1] == 32 for t in range(len(dims)))
+    if async_only is not None and not isinstance(async_only, bool):
+        raise ValueError(f"fast: async_only must be None, True or False, got {async_only!r}")
+    if async_only and not every_table_async:
+        raise ValueError("fast: async_only=True needs every table on the ring (float32, rows of "
+                         ">= 128 floats, 16-byte aligned, async_rows set)")  # fmt: skip
+    only = every_table_async if async_only is None else async_only
 
     def path(t: int) -> str:
         _, lanes, _ = shapes[t]
@@ -560,6 +575,7 @@ def plan_fast(
             is_split,
             8 if seg8 else 4,
             ring,
+            only,
         ),
         vec_bytes=vb,
         unroll=unroll,

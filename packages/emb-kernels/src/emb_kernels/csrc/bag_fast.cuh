@@ -550,7 +550,7 @@ __device__ __forceinline__ void ek_split_bag(
 }
 
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false,
-          bool SPLIT = false, int ASYNC = 0>
+          bool SPLIT = false, int ASYNC = 0, bool ASYNC_ONLY = false>
 __device__ __forceinline__ void ek_fast_seg(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
     const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
@@ -592,6 +592,9 @@ __device__ __forceinline__ void ek_fast_seg(
           out_stride, m[EK_M_OUTCOL] + vec * NE, mode, err, tab);
       return;
     }
+    // `_a<D>o` kernels: the host launches them only when every table takes the ring, so the
+    // U = 4 fallback below is not compiled in (its registers cost the ring kernel occupancy)
+    if constexpr (ASYNC_ONLY) return;
   }
   if (COOP && lanes == 32 && kb == 1) {  // warp-uniform: the warp owns one bag (a table of
     // long bags, e.g. mlperf's 100 and 27 ids); lane groups of several bags stay below
