@@ -308,6 +308,11 @@ def test_async_rows_plan_says_which_tables_take_the_ring(rows):
         mlperf_plan(dims=[64, 160, 16] + [128] * 23, async_rows=rows, async_only=True)
     with pytest.raises(ValueError, match="async_only must be None, True or False"):
         mlperf_plan(async_rows=rows, async_only=1)
+    # L1-allocating copies: the kernel without the fallback only
+    assert mlperf_plan(async_rows=rows, async_l1=True).name.endswith(f"_a{rows}ol")
+    for kw in (dict(dims=[64, 160, 16] + [128] * 23), dict(async_only=False)):
+        with pytest.raises(ValueError, match="async_l1=True needs the ring kernel without"):
+            mlperf_plan(async_rows=rows, async_l1=True, **kw)
 
 
 def test_async_rows_falls_back_where_no_kernel_serves_it():
@@ -330,7 +335,7 @@ def test_async_kernel_names_live_in_their_module():
     names = kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]
     assert sorted(names) == sorted(
         f"ek_fast_seg_{k}_f32_{i}_v16_a{d}{o}" for k in ("sum", "max") for i in ("i32", "i64")
-        for d in (8, 16) for o in ("", "o")
+        for d in (8, 16) for o in ("", "o", "ol")
     )  # fmt: skip
     assert all(kernels.fast_source(n) == kernels.FAST_ASYNC_SOURCE for n in names)
     assert kernels.fast_source("ek_fast_seg_sum_f32_i64_v16_u8") == kernels.FAST_X_SOURCE

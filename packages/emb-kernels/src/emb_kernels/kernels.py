@@ -98,6 +98,7 @@ def fast_name(
     seg_unroll: int = 4,
     async_rows: int = 0,
     async_only: bool = False,
+    async_l1: bool = False,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
@@ -109,7 +110,13 @@ def fast_name(
             raise ValueError(f"fast: no async_rows={async_rows} kernel for {dtype}, "
                              f"{vec_bytes}-byte vectors, split={split}, coop={coop}, "
                              f"seg_unroll={seg_unroll}")  # fmt: skip
-        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}" + ("o" if async_only else "")
+        if async_l1 and not async_only:
+            raise ValueError("fast: the L1-allocating ring kernels exist without the fallback only")
+        return (
+            f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}"
+            + ("o" if async_only else "")
+            + ("l" if async_l1 else "")
+        )
     s = "s" if split else ""
     if seg_unroll != 4:
         if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
@@ -146,9 +153,10 @@ def all_kernel_names() -> dict[str, list[str]]:
                                                     coop=coop, seg_unroll=8))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
-                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o)
+                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o,
+                                            async_l1=c)
                                   for d in FAST_ASYNC_ROWS for is_max in (False, True)
-                                  for o in (False, True))  # fmt: skip
+                                  for o, c in ((False, False), (True, False), (True, True)))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
@@ -167,7 +175,7 @@ def fast_source(name: str) -> str:
     FAST_X_SOURCE, the async_rows ones (``_a<D>``) in FAST_ASYNC_SOURCE, the others in
     FAST_SOURCE."""
     if name.startswith("ek_fast_seg_") and name.endswith(
-        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o"))
+        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o", "ol"))
     ):
         return FAST_ASYNC_SOURCE
     if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
@@ -335,6 +343,7 @@ def plan_fast(
     seg_unroll: int | None = None,
     async_rows: int | None = None,
     async_only: bool | None = None,
+    async_l1: bool | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -375,6 +384,8 @@ def plan_fast(
     launch uses the ``_a<D>o`` kernel, compiled without the fallback and so with fewer
     registers and more resident warps (``async_only``: None picks it then, False keeps the
     kernel with the fallback, True requires it and raises where a table cannot take the ring).
+    ``async_l1=True`` makes that kernel's copies allocate in L1 (``cp.async.ca``, kernels
+    ``_a<D>ol``), for ids that repeat; it needs every table on the ring.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -547,6 +558,11 @@ def plan_fast(
         raise ValueError("fast: async_only=True needs every table on the ring (float32, rows of "
                          ">= 128 floats, 16-byte aligned, async_rows set)")  # fmt: skip
     only = every_table_async if async_only is None else async_only
+    if async_l1 is not None and not isinstance(async_l1, bool):
+        raise ValueError(f"fast: async_l1 must be None, True or False, got {async_l1!r}")
+    if async_l1 and not (only and every_table_async):
+        raise ValueError("fast: async_l1=True needs the ring kernel without the fallback: every "
+                         "table on the ring and async_only not False")  # fmt: skip
 
     def path(t: int) -> str:
         _, lanes, _ = shapes[t]
@@ -576,6 +592,7 @@ def plan_fast(
             8 if seg8 else 4,
             ring,
             only,
+            bool(async_l1),
         ),
         vec_bytes=vb,
         unroll=unroll,
