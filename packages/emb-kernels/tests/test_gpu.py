@@ -509,20 +509,16 @@ def test_fast_async_rows_match_reference(rows, dim, index_dtype):
     # float64 reference (run_knob_cases) and torch's F.embedding_bag
     weight, ids, offsets = make_case(700, dim, KNOB_LENGTHS, torch.float32, index_dtype)
     ids[::5] = 11
-    cases = [(None, None, None), (3, None, None), (None, False, None), (3, False, None)]
-    if dim >= 128:  # L1-allocating copies: one table on the ring
-        cases += [(None, None, True), (3, None, True)]
-    for segment_bags, only, l1 in cases:
-        fast = {"async_rows": rows, "async_only": only, "async_l1": l1}
+    for segment_bags, only in ((None, None), (3, None), (None, False), (3, False)):
+        fast = {"async_rows": rows, "async_only": only}
         if segment_bags:
             fast["segment_bags"] = segment_bags
 
-        def check(plan, only=only, l1=l1):
+        def check(plan, only=only):
             assert plan.async_rows == (rows if dim >= 128 else 0), plan
             assert plan.async_tables == (dim >= 128,), plan.paths
             # one table on the ring: the kernel without the fallback, unless told otherwise
-            assert plan.name.endswith(("o", "ol")) == (dim >= 128 and only is None), plan.name
-            assert plan.name.endswith("ol") == bool(l1), plan.name
+            assert plan.name.endswith("o") == (dim >= 128 and only is None), plan.name
 
         run_knob_cases(weight, ids, offsets, fast, 2e-6, check)
     for mode, pad in (("sum", 11), ("mean", None), ("max", 11)):

@@ -226,7 +226,7 @@ def test_seg_unroll_8_picks_the_u8_kernels_and_refuses_what_it_lacks():
     assert plan.name == "ek_fast_seg_sum_f32_i64_v16_u8" and plan.seg_unroll == 8
     assert plan.source == kernels.FAST_X_SOURCE
     assert mlperf_plan(seg_unroll=8, coop=True).name.endswith("_u8c8")
-    assert mlperf_plan(seg_unroll=4).name == mlperf_plan().name
+    assert mlperf_plan(seg_unroll=4).name == mlperf_plan(async_rows=0).name
     one = anchor_plan(seg_unroll=8)  # every lane group one bag: the segmented kernel anyway
     assert one.name == "ek_fast_seg_sum_f32_i64_v16_u8" and one.block_warps == 0
     with pytest.raises(ValueError, match="float32 only"):
@@ -252,7 +252,7 @@ def test_invalid_knob_combinations_say_why():
 
 def test_defaults_are_unchanged_by_the_new_knobs():
     assert anchor_plan().name == "ek_fast_block2_sum_f32_i64_v16"
-    plan = mlperf_plan()
+    plan = mlperf_plan(async_rows=0)  # the default is the ring (next test); without it:
     assert plan.name == "ek_fast_seg_sum_f32_i64_v16_u4" and plan.split == ()
     assert plan.seg_unroll == 4 and plan.source == kernels.FAST_SOURCE
     assert plan.meta.view(26, -1)[:, 10].tolist() == [1] * 26
@@ -268,8 +268,8 @@ def test_every_new_kernel_name_is_in_its_module():
 
 
 def test_async_rows_refuses_bad_values_and_combinations():
-    for bad in (0, 4, 32, True, "8"):
-        with pytest.raises(ValueError, match=r"async_rows must be one of \(8, 16\)"):
+    for bad in (4, 32, True, "8", -1):
+        with pytest.raises(ValueError, match=r"async_rows must be one of \(8, 16\), 0 \(off\)"):
             mlperf_plan(async_rows=bad)
     for kw, what in (({"split": 2}, "split"), ({"seg_unroll": 8}, "seg_unroll=8"),
                      ({"coop": True}, "coop=True")):  # fmt: skip
@@ -283,7 +283,7 @@ def test_async_rows_refuses_bad_values_and_combinations():
 
 @pytest.mark.parametrize("rows", [8, 16])
 def test_async_rows_plan_says_which_tables_take_the_ring(rows):
-    default = mlperf_plan()
+    default = mlperf_plan(async_rows=0)
     plan = mlperf_plan(async_rows=rows)
     # every table rides the ring: the kernel without the fallback (suffix o)
     assert plan.name == f"ek_fast_seg_sum_f32_i64_v16_a{rows}o" and plan.async_rows == rows
@@ -308,11 +308,6 @@ def test_async_rows_plan_says_which_tables_take_the_ring(rows):
         mlperf_plan(dims=[64, 160, 16] + [128] * 23, async_rows=rows, async_only=True)
     with pytest.raises(ValueError, match="async_only must be None, True or False"):
         mlperf_plan(async_rows=rows, async_only=1)
-    # L1-allocating copies: the kernel without the fallback only
-    assert mlperf_plan(async_rows=rows, async_l1=True).name.endswith(f"_a{rows}ol")
-    for kw in (dict(dims=[64, 160, 16] + [128] * 23), dict(async_only=False)):
-        with pytest.raises(ValueError, match="async_l1=True needs the ring kernel without"):
-            mlperf_plan(async_rows=rows, async_l1=True, **kw)
 
 
 def test_async_rows_falls_back_where_no_kernel_serves_it():
@@ -335,9 +330,27 @@ def test_async_kernel_names_live_in_their_module():
     names = kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]
     assert sorted(names) == sorted(
         f"ek_fast_seg_{k}_f32_{i}_v16_a{d}{o}" for k in ("sum", "max") for i in ("i32", "i64")
-        for d in (8, 16) for o in ("", "o", "ol")
+        for d in (8, 16) for o in ("", "o")
     )  # fmt: skip
     assert all(kernels.fast_source(n) == kernels.FAST_ASYNC_SOURCE for n in names)
     assert kernels.fast_source("ek_fast_seg_sum_f32_i64_v16_u8") == kernels.FAST_X_SOURCE
     with pytest.raises(ValueError, match="no async_rows=8 kernel"):
         kernels.fast_name(torch.float16, torch.int64, False, 16, 4, async_rows=8)
+
+
+def test_the_ring_is_the_default_for_wide_float32_multi_table_launches(monkeypatch):
+    # measured rule (constants.FAST_AUTO_ASYNC_ROWS): MLPerf and Kaggle-like launches of
+    # 128-float tables take the D = 8 ring; one-table launches, narrow or non-float32 tables
+    # and any other knob keep the register paths
+    assert mlperf_plan().name == "ek_fast_seg_sum_f32_i64_v16_a8o"
+    assert mlperf_plan().async_rows == 8 and all(mlperf_plan().async_tables)
+    assert mlperf_plan(dims=[256] * 26).async_rows == 8
+    assert anchor_plan().name == "ek_fast_block2_sum_f32_i64_v16"  # one table
+    assert mlperf_plan(dims=[64] + [128] * 25).async_rows == 0  # a narrow table
+    assert mlperf_plan(dims=[130] * 26).async_rows == 0  # rows not a multiple of 16 bytes
+    assert mlperf_plan(dtype=torch.bfloat16).async_rows == 0
+    for kw in (dict(coop=False), dict(segment_bags=2), dict(longest_first=False),
+               dict(block_warps=0), dict(hint=True), dict(async_rows=0)):  # fmt: skip
+        assert mlperf_plan(**kw).async_rows == 0, kw
+    monkeypatch.setattr(kernels, "FAST_COOP", True)
+    assert mlperf_plan().async_rows == 0 and mlperf_plan().coop

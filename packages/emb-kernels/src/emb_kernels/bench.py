@@ -24,7 +24,7 @@ per bag, inside the warp-mode launch), fast-splitS-minN (... of >= N ids), fast-
 fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32), fast-async8 /
 fast-async16 (8 / 16 rows per warp through a cp.async ring in shared memory, float32;
 ``-mixed``: the ring kernel with the fallback compiled in, even where every table rides the
-ring; ``-l1``: copies that allocate in L1, cp.async.ca); torch;
+ring); torch;
 fbgemm (FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
 (FAST_SWEEP_SINGLE, FAST_SWEEP_BATCHED) next to torch and FBGEMM, without the paper baseline.
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
@@ -75,12 +75,11 @@ BATCHED_VARIANTS = (
 # --sweep fast (H200 run 3: pick the fast default from measured numbers); every variant's
 # output is checked against torch before it is timed, FBGEMM TBE added when it runs
 FAST_SWEEP_SINGLE = (
-    "fast", "fast-async8", "fast-async8-mixed", "fast-async8-l1", "fast-async16", "fast-warp", "fast-block2", "fast-coop",
+    "fast", "fast-async8", "fast-async8-mixed", "fast-async16", "fast-warp", "fast-block2", "fast-coop",
     "fast-split2-min16", "fast-su8", "fast-coop-su8", "fast-u4h", "fast-u8h", "torch",
 )  # fmt: skip
 FAST_SWEEP_BATCHED = (
-    "fast", "fast-async8", "fast-async8-mixed", "fast-async8-l1", "fast-async16",
-    "fast-async16-l1", "fast-coop", "fast-split2", "fast-split4",
+    "fast", "fast-async8", "fast-async8-mixed", "fast-async16", "fast-coop", "fast-split2", "fast-split4",
     "fast-split8", "fast-split4-min16", "fast-coop-split4", "fast-su8", "fast-coop-su8", "torch",
 )  # fmt: skip
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
@@ -119,7 +118,6 @@ class Spec:
     seg_unroll: int | None = None  # fast: rows in flight in the segmented path (8: float32)
     async_rows: int | None = None  # fast: rows per warp in a cp.async ring (8, 16: float32)
     async_only: bool | None = None  # fast: False keeps the ring kernel with the fallback
-    async_l1: bool | None = None  # fast: True: the ring's copies allocate in L1 (cp.async.ca)
 
     def fast_options(self) -> dict:
         opts = {
@@ -134,7 +132,6 @@ class Spec:
             "seg_unroll": self.seg_unroll,
             "async_rows": self.async_rows,
             "async_only": self.async_only,
-            "async_l1": self.async_l1,
         }
         opts = {k: v for k, v in opts.items() if v is not None}
         return {**opts, "hint": True} if self.hint else opts
@@ -189,7 +186,6 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
     for d in (8, 16):  # cooperative ids are part of the async path (no coop- twin)
         table[f"fast-async{d}"] = Spec(name, "fast", async_rows=d)
         table[f"fast-async{d}-mixed"] = Spec(name, "fast", async_rows=d, async_only=False)
-        table[f"fast-async{d}-l1"] = Spec(name, "fast", async_rows=d, async_l1=True)
     if base not in table:
         raise ValueError(f"unknown variant {base!r}; known: {', '.join(table)}")
     spec = table[base]

@@ -75,6 +75,14 @@ FAST_SEG_UNROLLS = (4, 8)
 # with cooperative id loads; the other tables take the U = 4 segmented path in the same
 # launch. Blocks of FAST_ASYNC_WARPS warps (ring: 4 x D x 512 B = 16 / 32 KB per block).
 FAST_ASYNC_ROWS = (8, 16)
+# The ring by default (async_rows=None): D = 8 for launches of >= FAST_AUTO_ASYNC_MIN_TABLES
+# tables where every table takes it (float32, >= 128 floats wide) and no other knob is set.
+# H200, inference pack, 3 runs (NOTES.md "H200, run 4"): MLPerf multi-hot 169.2-172.4 us
+# against the segmented path's 195.8-196.2, Criteo Kaggle 91.8-94.3 against 94.1-95.6; the
+# single-table anchors lost (uniform 74.9-82.2 against 74.8-75.4, zipf 52.6-57.1 against
+# 49.1-50.1), so one-table launches keep the register path.
+FAST_AUTO_ASYNC_ROWS = 8
+FAST_AUTO_ASYNC_MIN_TABLES = 2
 FAST_ASYNC_WARPS = 4
 FAST_ASYNC_SLOT_BYTES = 512  # one row slot of a warp: 32 lanes x 16 bytes
 # Tables go into a launch longest work unit first (meta field 9 = the table's index): units

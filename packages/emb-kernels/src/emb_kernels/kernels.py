@@ -33,6 +33,8 @@ from emb_kernels.constants import (
     BASELINE_GRID,
     FAST_ASYNC_ROWS,
     FAST_ASYNC_WARPS,
+    FAST_AUTO_ASYNC_MIN_TABLES,
+    FAST_AUTO_ASYNC_ROWS,
     FAST_BLOCK_MODE_MIN_POOLING,
     FAST_BLOCK_THREADS,
     FAST_BLOCK_WARPS,
@@ -98,7 +100,6 @@ def fast_name(
     seg_unroll: int = 4,
     async_rows: int = 0,
     async_only: bool = False,
-    async_l1: bool = False,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
@@ -110,13 +111,7 @@ def fast_name(
             raise ValueError(f"fast: no async_rows={async_rows} kernel for {dtype}, "
                              f"{vec_bytes}-byte vectors, split={split}, coop={coop}, "
                              f"seg_unroll={seg_unroll}")  # fmt: skip
-        if async_l1 and not async_only:
-            raise ValueError("fast: the L1-allocating ring kernels exist without the fallback only")
-        return (
-            f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}"
-            + ("o" if async_only else "")
-            + ("l" if async_l1 else "")
-        )
+        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}" + ("o" if async_only else "")
     s = "s" if split else ""
     if seg_unroll != 4:
         if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
@@ -153,10 +148,9 @@ def all_kernel_names() -> dict[str, list[str]]:
                                                     coop=coop, seg_unroll=8))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, vb, 4, wb) for wb in FAST_BLOCK_WARPS)
             if dtype == torch.float32:
-                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o,
-                                            async_l1=c)
+                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o)
                                   for d in FAST_ASYNC_ROWS for is_max in (False, True)
-                                  for o, c in ((False, False), (True, False), (True, True)))  # fmt: skip
+                                  for o in (False, True))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
@@ -175,7 +169,7 @@ def fast_source(name: str) -> str:
     FAST_X_SOURCE, the async_rows ones (``_a<D>``) in FAST_ASYNC_SOURCE, the others in
     FAST_SOURCE."""
     if name.startswith("ek_fast_seg_") and name.endswith(
-        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o", "ol"))
+        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o"))
     ):
         return FAST_ASYNC_SOURCE
     if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
@@ -311,6 +305,25 @@ class FastPlan:
         return 32 * self.block_warps if self.block_warps else FAST_BLOCK_THREADS
 
 
+_AUTO_ASYNC_UNSET = ("unroll", "block_warps", "segment_rows", "segment_bags", "longest_first",
+                     "coop", "split", "split_min_pooling", "seg_unroll", "async_only")  # fmt: skip
+
+
+def _auto_async_rows(dtype: torch.dtype, elem: int, dims: Sequence[int], opts: dict) -> int:
+    """``async_rows`` when left at None: FAST_AUTO_ASYNC_ROWS for float32 launches of at
+    least FAST_AUTO_ASYNC_MIN_TABLES tables, all >= 32 16-byte vectors wide, with no other
+    knob set and FAST_COOP off (constants.py has the measurements behind the rule), else 0."""
+    if dtype != torch.float32 or len(dims) < FAST_AUTO_ASYNC_MIN_TABLES or opts["hint"]:
+        return 0
+    if FAST_COOP:  # cooperative ids on by default: that path, not the ring
+        return 0
+    if any(opts[k] is not None for k in _AUTO_ASYNC_UNSET):
+        return 0
+    if not all(d * elem // 16 >= 32 and (d * elem) % 16 == 0 for d in dims):
+        return 0
+    return FAST_AUTO_ASYNC_ROWS
+
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -343,7 +356,6 @@ def plan_fast(
     seg_unroll: int | None = None,
     async_rows: int | None = None,
     async_only: bool | None = None,
-    async_l1: bool | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -384,8 +396,6 @@ def plan_fast(
     launch uses the ``_a<D>o`` kernel, compiled without the fallback and so with fewer
     registers and more resident warps (``async_only``: None picks it then, False keeps the
     kernel with the fallback, True requires it and raises where a table cannot take the ring).
-    ``async_l1=True`` makes that kernel's copies allocate in L1 (``cp.async.ca``, kernels
-    ``_a<D>ol``), for ids that repeat; it needs every table on the ring.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -411,10 +421,12 @@ def plan_fast(
         raise ValueError(f"fast: seg_unroll=8 is instantiated for float32 only, not {dtype}")
     if seg8 and split is not None:
         raise ValueError("fast: seg_unroll=8 and split exclude each other (no such kernel)")
-    if async_rows is not None:
-        if isinstance(async_rows, bool) or async_rows not in FAST_ASYNC_ROWS:
-            raise ValueError(f"fast: async_rows must be one of {FAST_ASYNC_ROWS} (rows per warp "
-                             f"in the shared-memory ring) or None, got {async_rows!r}")  # fmt: skip
+    if async_rows is None:
+        async_rows = _auto_async_rows(dtype, elem, dims, locals())
+    elif isinstance(async_rows, bool) or async_rows not in (0, *FAST_ASYNC_ROWS):
+        raise ValueError(f"fast: async_rows must be one of {FAST_ASYNC_ROWS}, 0 (off) or None "
+                         f"(auto), got {async_rows!r}")  # fmt: skip
+    if async_rows:
         for what, bad in (("split", split is not None), ("seg_unroll=8", seg8),
                           ("coop=True (the async path loads ids cooperatively already)",
                            bool(coop))):  # fmt: skip
@@ -558,11 +570,6 @@ def plan_fast(
         raise ValueError("fast: async_only=True needs every table on the ring (float32, rows of "
                          ">= 128 floats, 16-byte aligned, async_rows set)")  # fmt: skip
     only = every_table_async if async_only is None else async_only
-    if async_l1 is not None and not isinstance(async_l1, bool):
-        raise ValueError(f"fast: async_l1 must be None, True or False, got {async_l1!r}")
-    if async_l1 and not (only and every_table_async):
-        raise ValueError("fast: async_l1=True needs the ring kernel without the fallback: every "
-                         "table on the ring and async_only not False")  # fmt: skip
 
     def path(t: int) -> str:
         _, lanes, _ = shapes[t]
@@ -592,7 +599,6 @@ def plan_fast(
             8 if seg8 else 4,
             ring,
             only,
-            bool(async_l1),
         ),
         vec_bytes=vb,
         unroll=unroll,

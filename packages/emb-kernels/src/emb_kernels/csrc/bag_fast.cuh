@@ -363,15 +363,8 @@ __device__ __forceinline__ u32 ek_smem_addr(const void* p) {
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
 }
-// .cg: through L2 only; .ca (L1 = true): also allocates in L1, so rows that repeat within an
-// SM (skewed ids) are served there instead of by L2
-template <bool L1 = false>
 __device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src) {
-  if constexpr (L1) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-  } else {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-  }
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 }
 __device__ __forceinline__ void ek_cp_async_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
@@ -388,7 +381,7 @@ __device__ __forceinline__ EkVec<16> ek_ld_shared16(u32 a) {
   return v;
 }
 
-template <typename T, typename I, int D, bool IS_MAX, bool L1 = false>
+template <typename T, typename I, int D, bool IS_MAX>
 __device__ __forceinline__ void ek_gather_async(
     const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
     const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
@@ -427,7 +420,7 @@ __device__ __forceinline__ void ek_gather_async(
     if (code >= 0) {
       live |= 1u << q;
       if (active) {
-        ek_cp_async16<L1>(slot0 + q * EK_ASYNC_SLOT_BYTES,
+        ek_cp_async16(slot0 + q * EK_ASYNC_SLOT_BYTES,
                       rows_base + ek_row_offset(code, row_bytes));
       }
     }
@@ -480,8 +473,7 @@ __device__ __forceinline__ void ek_gather_async(
     if (code >= 0) {
       live |= 1u << s;
       if (active) {
-        ek_cp_async16<L1>(slot0 + s * EK_ASYNC_SLOT_BYTES,
-                          rows_base + ek_row_offset(code, row_bytes));
+        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes));
       }
     }
     ek_cp_async_commit();
@@ -558,7 +550,7 @@ __device__ __forceinline__ void ek_split_bag(
 }
 
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false,
-          bool SPLIT = false, int ASYNC = 0, bool ASYNC_ONLY = false, bool ASYNC_L1 = false>
+          bool SPLIT = false, int ASYNC = 0, bool ASYNC_ONLY = false>
 __device__ __forceinline__ void ek_fast_seg(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
     const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
@@ -593,7 +585,7 @@ __device__ __forceinline__ void ek_fast_seg(
       if (bag0 >= batch) return;  // the same bag0 for all 32 lanes
       const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
       const bool active = vec < nvec;
-      ek_gather_async<T, I, ASYNC, IS_MAX, ASYNC_L1>(
+      ek_gather_async<T, I, ASYNC, IS_MAX>(
           indices, offsets + tab * batch, psw,
           (const char*)(weights + m[EK_M_WOFF]) + (active ? vec * VB : 0),
           m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, bag0, bag1, active, out,

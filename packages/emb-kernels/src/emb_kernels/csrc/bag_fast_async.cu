@@ -16,15 +16,10 @@
 // bounded to MINB resident blocks per SM. sm_90 ptxas, sum f32 i64, D = 8: 54 registers
 // unbounded (9 blocks, 36 warps), 48 with 12 B of spill at MINB 10 (40 warps), 40 with 44 B
 // at 12; D = 16 is held to 7 blocks by its 32 KB ring whatever the registers
-// ..._a<D>ol: the same with L1-allocating copies (cp.async.ca; the `async_l1` knob)
 #define EK_INST_ASYNC_ONLY(KIND, IS_MAX, IN, I, D, MINB)                              \
   extern "C" __global__ void __launch_bounds__(EK_ASYNC_WARPS * 32, MINB)             \
       ek_fast_seg_##KIND##_f32_##IN##_v16_a##D##o(EK_FAST_PARAMS(float, I)) {          \
     ek_fast_seg<float, I, 16, 4, IS_MAX, false, false, D, true>(EK_FAST_ARGS);        \
-  }                                                                                   \
-  extern "C" __global__ void __launch_bounds__(EK_ASYNC_WARPS * 32, MINB)             \
-      ek_fast_seg_##KIND##_f32_##IN##_v16_a##D##ol(EK_FAST_PARAMS(float, I)) {         \
-    ek_fast_seg<float, I, 16, 4, IS_MAX, false, false, D, true, true>(EK_FAST_ARGS);  \
   }
 #ifndef EK_ASYNC8_ONLY_MIN_BLOCKS
 #define EK_ASYNC8_ONLY_MIN_BLOCKS 10
