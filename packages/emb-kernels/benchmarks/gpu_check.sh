@@ -150,9 +150,11 @@ for step in (10, 100):  # the opt-in fast paths: coop (and K > 1), split bags, s
     offs = torch.arange(0, 3000, step, device="cuda")
     for fo in ({"coop": True, "block_warps": 0}, {"split": 4, "split_min_pooling": 1},
                {"split": 8, "split_min_pooling": 1, "coop": True}, {"seg_unroll": 8, "coop": True},
-               {"async_rows": 16}, {"async_rows": 8, "segment_bags": 3}):
+               {"async_rows": 16}, {"async_rows": 8, "segment_bags": 3},
+               {"async_rows": 8, "async_only": False}):
         l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast=fo)
-        errors.watch(l(), lambda t, p: f"bad id at {p}")
+        l()
+        errors.watch(w.device, lambda t, p: f"bad id at {p}")
         try:
             emb_kernels.check_errors()
         except ValueError as e:

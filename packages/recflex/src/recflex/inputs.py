@@ -98,7 +98,7 @@ def _pack_jagged(batch: JaggedBatch) -> Packed:
     base = torch.cumsum(nnz, 0) - nnz
     offsets = torch.empty(local.shape[0] * b + 1, dtype=dtype, device=indices.device)
     offsets[:-1] = (local[:, :-1] + base[:, None]).reshape(-1)
-    offsets[-1] = indices.numel()
+    offsets[-1:].fill_(indices.numel())  # a fill, not a copy from the host (no sync)
     return Packed(indices, offsets, b, batch.keys)
 
 
