@@ -188,7 +188,10 @@ def test_trainer_priority_is_a_no_op_on_cpu_and_recorded(tmp_path):
     assert losses["normal"] == losses["high"]
     assert parser().parse_args(["figure9"]).trainer_priority == "high"
     assert Config().trainer_priority == "high"
-    assert parser().parse_args(["figure9", "--trainer-priority", "normal"]).trainer_priority == "normal"
+    assert (
+        parser().parse_args(["figure9", "--trainer-priority", "normal"]).trainer_priority
+        == "normal"
+    )
     assert parser().parse_args(["figure9", "--trainer-priority", "high"]).trainer_priority == "high"
     cfg = {"plan": "plan0", "batch": 32, "world": 1, "steps": 2, "warmup": 1,
            "embedding_dim": 8, "max_table_rows": 500, "trainer_priority": "high"}  # fmt: skip
