@@ -58,6 +58,10 @@ def test_defaults_and_variant_sets():
     assert sweep[:3] == ["baseline", "baseline@cap32", "rpf1@capnone"] and "rpf8@cap32" in sweep
     a = args_for(["--workload", "mlperf-multihot"])
     assert (a.batch_size, a.max_rows, a.spin_us) == (8192, 10_000_000, 6000.0)
+    assert bench._index_dtype(a) == torch.int64
+    assert bench._index_dtype(args_for(["--index-dtype", "int32"])) == torch.int32
+    with pytest.raises(SystemExit):
+        args_for(["--index-dtype", "int16"])
     raw = bench.build_parser().parse_args(["--workload", "anchors", "--batches", "2"])
     bench._defaults(raw)
     one = bench.args_for(raw, "anchor-1table")
@@ -129,6 +133,10 @@ def test_fast_sweep_variants_and_knobs():
     assert bench.parse_variant("fast-coop-su8").fast_options() == {"coop": True, "seg_unroll": 8}
     assert bench.parse_variant("fast-async8").fast_options() == {"async_rows": 8}
     assert bench.parse_variant("fast-async16").fast_options() == {"async_rows": 16}
+    assert bench.parse_variant("fast-async8-tableorder").fast_options() == {
+        "async_rows": 8, "longest_first": False}  # fmt: skip
+    assert bench.parse_variant("fast-async8-segrows32").fast_options() == {
+        "async_rows": 8, "segment_rows": 32}  # fmt: skip
     for sweep in (bench.FAST_SWEEP_SINGLE, bench.FAST_SWEEP_BATCHED):
         assert {"fast-async8", "fast-async16"} <= set(sweep)
     raw = bench.build_parser().parse_args(["--workload", "anchors", "--sweep", "fast"])

@@ -24,7 +24,8 @@ per bag, inside the warp-mode launch), fast-splitS-minN (... of >= N ids), fast-
 fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32), fast-async8 /
 fast-async16 (8 / 16 rows per warp through a cp.async ring in shared memory, float32;
 ``-mixed``: the ring kernel with the fallback compiled in, even where every table rides the
-ring); torch;
+ring; ``-tableorder``: work units in table order; ``-segrowsR``: short-bag tables walk
+ceil(R / pooling) bags per warp, R = 8 or 32, default 16); torch;
 fbgemm (FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
 (FAST_SWEEP_SINGLE, FAST_SWEEP_BATCHED) next to torch and FBGEMM, without the paper baseline.
 Workloads: micro24, anchors (= anchor-1table + criteo-kaggle + mlperf-multihot), each of
@@ -186,6 +187,9 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
     for d in (8, 16):  # cooperative ids are part of the async path (no coop- twin)
         table[f"fast-async{d}"] = Spec(name, "fast", async_rows=d)
         table[f"fast-async{d}-mixed"] = Spec(name, "fast", async_rows=d, async_only=False)
+        table[f"fast-async{d}-tableorder"] = Spec(name, "fast", async_rows=d, longest_first=False)
+        for r in (8, 32):  # bags per warp of short-bag tables: ceil(r / pooling)
+            table[f"fast-async{d}-segrows{r}"] = Spec(name, "fast", async_rows=d, segment_rows=r)
     if base not in table:
         raise ValueError(f"unknown variant {base!r}; known: {', '.join(table)}")
     spec = table[base]
@@ -311,7 +315,7 @@ def anchor_workload(args, skew: str, table: torch.Tensor) -> Workload:
         pooling=f"fixed:{args.bag_size}",
         skew=skew,
     )
-    gen = BatchGenerator([feat], seed=0, index_dtype=torch.int64)
+    gen = BatchGenerator([feat], seed=0, index_dtype=_index_dtype(args))
     calls = []
     for b in range(args.batches):
         v, o, _ = gen.batch(args.batch_size, b).to("cuda").feature(0)
@@ -328,10 +332,15 @@ def anchor_workload(args, skew: str, table: torch.Tensor) -> Workload:
             rows=args.num_embeddings,
             dim=args.embedding_dim,
             dtype="float32",
-            index_dtype="int64",
+            index_dtype=str(_index_dtype(args)).split(".")[-1],
             batches=args.batches,
         ),
     )
+
+
+def _index_dtype(args) -> torch.dtype:
+    """The ids' dtype of the anchor and table-batched workloads (``--index-dtype``)."""
+    return {"int64": torch.int64, "int32": torch.int32}[getattr(args, "index_dtype", "int64")]
 
 
 def batched_workload(args, name: str) -> Workload:
@@ -349,7 +358,7 @@ def batched_workload(args, name: str) -> Workload:
     tbe = TableBatchedEmbeddingBags(
         [f.rows for f in feats], [f.dim for f in feats], device="cuda", validate=False
     )
-    gen = BatchGenerator(feats, seed=0, index_dtype=torch.int64)
+    gen = BatchGenerator(feats, seed=0, index_dtype=_index_dtype(args))
     batches = [gen.batch(args.batch_size, b).to("cuda") for b in range(args.batches)]
     concat = [b.concat_values() for b in batches]
     gather = sum(v.numel() * f.dim * 4 for v, f in zip(batches[0].values, feats))
@@ -362,7 +371,8 @@ def batched_workload(args, name: str) -> Workload:
         ),
         params=dict(
             tables=len(feats), batch=args.batch_size, dim=args.embedding_dim, dtype="float32",
-            index_dtype="int64", batches=args.batches, max_rows=args.max_rows,
+            index_dtype=str(_index_dtype(args)).split(".")[-1], batches=args.batches,
+            max_rows=args.max_rows,
             total_rows=sum(f.rows for f in feats),
             ids_per_batch=int(sum(v.numel() for v in batches[0].values)),
             skew=str(feats[0].skew),
@@ -900,6 +910,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GPU spin before each timed call (default 100; 6000 for the table-batched "
         "workloads, whose per-table baselines enqueue 26 launches)",
+    )
+    p.add_argument(
+        "--index-dtype",
+        choices=["int64", "int32"],
+        default="int64",
+        help="ids and offsets of the anchor and table-batched workloads (FBGEMM's inference "
+        "TBE always takes int32)",
     )
     p.add_argument(
         "--max-rows",
