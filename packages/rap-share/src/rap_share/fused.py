@@ -128,55 +128,18 @@ def _cached(key: tuple, device, make, plain) -> Tensor:
     return _const(key, device, make) if _CACHE_ON else plain()
 
 
-_SEEN: dict = {}  # cid keys met once with the cache on (cached at their second call)
-_SEEN_MAX = 4096
-
-
-def _cid_filled(sizes: list[int], device) -> Tensor:
-    """Column ids built on the device by one fill per column: no host-to-device copy, so no
-    host sync, and capturable in a CUDA graph."""
-    out = torch.empty(sum(sizes), dtype=torch.int64, device=device)
-    start = 0
-    for c, n in enumerate(sizes):
-        if n:
-            out[start : start + n].fill_(c)
-        start += n
-    return out
-
-
 def _cid(sizes: list[int], device) -> Tensor:
-    """Column index of every value of the concatenated columns.
-
-    With the cache on, a key is cached from its second call on. Dense columns keep one size
-    per batch size, so their ids are cached; list columns change sizes every batch, and
-    caching those keys filled the cache with one-off entries (each as large as the batch's
-    values, each inserted with a stream sync). A key not cached yet is built by fills
-    (:func:`_cid_filled`), and is never cached while a CUDA graph is being captured (its
-    contents exist only once the graph replays)."""
-    if not _CACHE_ON:
-        return torch.repeat_interleave(
+    """Column index of every value of the concatenated columns (cached when the cache is on)."""
+    return _cached(
+        ("cid", tuple(sizes)),
+        device,
+        lambda: torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device),
+        lambda: torch.repeat_interleave(
             torch.arange(len(sizes), device=device),
             torch.tensor(sizes, device=device),
             output_size=sum(sizes),
-        )
-    k = (str(device), "cid", tuple(sizes))
-    t = _CONST.get(k)
-    if t is not None:
-        return t
-    t = _cid_filled(sizes, device)
-    dev = torch.device(device)
-    if dev.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return t
-    if k in _SEEN and len(_CONST) < _CONST_MAX:
-        if dev.type == "cuda":  # the fills are done before any other stream may read it
-            torch.cuda.current_stream(dev).synchronize()
-        _CONST[k] = t
-        del _SEEN[k]
-    else:
-        if len(_SEEN) >= _SEEN_MAX:
-            _SEEN.clear()  # keys only, never tensors: nothing anyone reads is freed
-        _SEEN[k] = None
-    return t
+        ),
+    )
 
 
 # ---------------------------------------------------------------- flat views
