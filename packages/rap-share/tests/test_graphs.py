@@ -227,7 +227,8 @@ def test_diagnostics_rows_and_summary(setup, tmp_path, on):
     page = figures.write_page(tmp_path / "out", tmp_path / "figures.md").read_text()
     want = "CUDA-graph path (default)" if on else "eager path (`--no-graphs`)"
     other = "eager path (`--no-graphs`)" if on else "CUDA-graph path (default)"
-    assert f"; preprocessing: {want}." in page and other not in page
+    assert f"; preprocessing: {want}; trainer on high-priority streams" in page  # defaults
+    assert other not in page
     assert figures.path_note([{"graphs": True}, {"graphs": False}]) == (
         "CUDA-graph path (default) and eager path (`--no-graphs`)")  # fmt: skip
     assert figures.path_note([{"variant": "rap"}]) == ""  # rows older than the switch
