@@ -68,8 +68,8 @@ FAST_SPLIT_MIN_IDS_PER_WARP = 8
 # `_u8` / `_u8c8` bounded to 3 blocks per SM: 24 warps x 8 rows instead of 32 x 4; H200 run 3
 # measures it). Aimed at mlperf-multihot's short tables (1-12 ids, K > 1 bags per lane group).
 FAST_SEG_UNROLLS = (4, 8)
-# Rows gathered through shared memory (opt-in `async_rows=D`, kernels `_a8` / `_a16` in
-# csrc/bag_fast_async.cu, float32 16-byte rows; H200 run 4 measures it): tables whose lane
+# Rows gathered through shared memory (`async_rows=D`, the default for some launches, see
+# below; kernels `_a8` / `_a16` in csrc/bag_fast_async.cu, float32 16-byte rows; H200 run 4 measures it): tables whose lane
 # group is the whole warp (>= 32 16-byte vectors per row, e.g. 128 fp32) keep D rows in flight
 # per warp in a cp.async ring of D x 512 bytes in shared memory instead of 4 in registers,
 # with cooperative id loads; the other tables take the U = 4 segmented path in the same

@@ -66,7 +66,7 @@ INDEX_NAMES = {torch.int32: "i32", torch.int64: "i64"}
 BASELINE_SOURCE = "bag_baseline.cu"
 FAST_SOURCE = "bag_fast.cu"
 FAST_X_SOURCE = "bag_fast_x.cu"  # the opt-in split / seg_unroll=8 kernels (a module apart)
-FAST_ASYNC_SOURCE = "bag_fast_async.cu"  # the opt-in async_rows kernels (a module apart)
+FAST_ASYNC_SOURCE = "bag_fast_async.cu"  # the async_rows kernels (a module apart)
 L2P_SOURCE = "l2p.cu"
 
 
@@ -383,8 +383,9 @@ def plan_fast(
     ``seg_unroll=8`` (float32 only; default 4) launches the segmented kernel (``_u8``, or
     ``_u8c8`` with ``coop``) with 8 rows in flight per lane group (3 blocks per SM), even
     where every lane group walks one bag; not with ``split``.
-    ``async_rows`` (8 or 16; default None: off) gathers the rows of every table whose lane
-    group is the whole warp (>= 32 16-byte vectors per row: float32 dims >= 128) through a
+    ``async_rows`` (8 or 16; 0: off; None: 8 for float32 launches of several tables that
+    all take the ring and set no other knob, else off: :func:`_auto_async_rows`) gathers
+    the rows of every table whose lane group is the whole warp (>= 32 16-byte vectors per row: float32 dims >= 128) through a
     cp.async ring of that many rows per warp in shared memory (kernels ``_a8`` / ``_a16``,
     blocks of FAST_ASYNC_WARPS warps), ids loaded cooperatively, K >= 1 bags per warp as in
     the segmented mode; the other tables take the U = 4 segmented path in the same launch.

@@ -27,7 +27,7 @@
 //
 // This header holds the device code; the extern "C" kernels are in bag_fast.cu (the
 // defaults), bag_fast_x.cu (the opt-in `split` / `seg_unroll=8` kernels: a separate
-// module, so the default one does not grow) and bag_fast_async.cu (the opt-in `async_rows`
+// module, so the default one does not grow) and bag_fast_async.cu (the `async_rows`
 // kernels: rows gathered through a cp.async ring in shared memory, ek_gather_async).
 #pragma once
 #include "common.cuh"

@@ -1,5 +1,6 @@
-// `fast`: the opt-in kernels of the `async_rows` knob (kernels.FAST_ASYNC_SOURCE; design in
-// bag_fast.cuh, ek_gather_async), a module apart from the default kernels of bag_fast.cu.
+// `fast`: the kernels of the `async_rows` knob, the default for multi-table float32 launches
+// (kernels.FAST_ASYNC_SOURCE; design in bag_fast.cuh, ek_gather_async), a module apart from
+// the kernels of bag_fast.cu.
 // cp.async needs sm_80+ (the package's minimum).
 #include "bag_fast.cuh"
 
