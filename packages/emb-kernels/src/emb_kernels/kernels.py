@@ -385,8 +385,9 @@ def plan_fast(
     where every lane group walks one bag; not with ``split``.
     ``async_rows`` (8 or 16; 0: off; None: 8 for float32 launches of several tables that
     all take the ring and set no other knob, else off: :func:`_auto_async_rows`) gathers
-    the rows of every table whose lane group is the whole warp (>= 32 16-byte vectors per row: float32 dims >= 128) through a
-    cp.async ring of that many rows per warp in shared memory (kernels ``_a8`` / ``_a16``,
+    the rows of every table whose lane group is the whole warp (>= 32 16-byte vectors per
+    row: float32 dims >= 128) through a cp.async ring of that many rows per warp in shared
+    memory (kernels ``_a8`` / ``_a16``,
     blocks of FAST_ASYNC_WARPS warps), ids loaded cooperatively, K >= 1 bags per warp as in
     the segmented mode; the other tables take the U = 4 segmented path in the same launch.
     Implies warp mode; needs the default unroll, no hints, and excludes ``split``,
