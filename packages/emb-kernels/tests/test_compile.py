@@ -83,6 +83,10 @@ def test_uncapped_kernels_do_not_spill():
                 # bound it so a real regression fails
                 assert u.get("spill_stores", 0) <= 160, f"{source}:{name} spills: {u}"
                 continue
+            if name.startswith("ek_fast_seg_") and name.endswith("_a8oh"):
+                # the hot-id test costs registers under the same 10-block bound: 24-40 B
+                assert u.get("spill_stores", 0) <= 48, f"{source}:{name} spills: {u}"
+                continue
             if name.startswith("ek_fast_seg_") and name.endswith("_a8o"):
                 # bounded to 10 blocks (EK_ASYNC8_ONLY_MIN_BLOCKS): a few bytes of spill;
                 # test_async_kernels_hold_their_ring_in_shared_memory bounds them
@@ -110,13 +114,13 @@ def test_async_kernels_hold_their_ring_in_shared_memory(arch):
     found = usage(kernels.FAST_ASYNC_SOURCE, None, arch)
     for name in kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]:
         tail = name.rsplit("_a", 1)[1]
-        only = tail.endswith("o")
-        d = int(tail.rstrip("o"))
+        only = "o" in tail
+        d = int(tail.rstrip("oh"))
         u = found[name]
         assert u["smem_bytes"] == FAST_ASYNC_WARPS * d * FAST_ASYNC_SLOT_BYTES, (name, u)
         if only and d == 8:  # bounded to 10 blocks of 128 threads: <= 51 registers, a few
-            # bytes of spill (sm_90 ptxas, nvcc 13.0: 48 registers, 0-12 B)
-            assert u.get("spill_stores", 0) <= 16 and u["registers"] <= 51, (name, u)
+            # bytes of spill (sm_90 ptxas, nvcc 13.0: 48 registers, 0-12 B; `h`: 24-40 B)
+            assert u.get("spill_stores", 0) <= 48 and u["registers"] <= 51, (name, u)
         else:
             assert u.get("spill_stores", 0) == 0 and u["registers"] <= 72, (name, u)
 

@@ -69,9 +69,10 @@ FAST_SPLIT_MIN_IDS_PER_WARP = 8
 # measures it). Aimed at mlperf-multihot's short tables (1-12 ids, K > 1 bags per lane group).
 FAST_SEG_UNROLLS = (4, 8)
 # Rows gathered through shared memory (`async_rows=D`, the default for some launches, see
-# below; kernels `_a8` / `_a16` in csrc/bag_fast_async.cu, float32 16-byte rows; H200 run 4 measures it): tables whose lane
-# group is the whole warp (>= 32 16-byte vectors per row, e.g. 128 fp32) keep D rows in flight
-# per warp in a cp.async ring of D x 512 bytes in shared memory instead of 4 in registers,
+# below; kernels `_a8` / `_a16` in csrc/bag_fast_async.cu, float32 16-byte rows; H200 run 4
+# measured it): tables whose lane group is the whole warp (>= 32 16-byte vectors per row,
+# e.g. 128 fp32) keep D rows in flight per warp in a cp.async ring of D x 512 bytes in shared
+# memory instead of 4 in registers,
 # with cooperative id loads; the other tables take the U = 4 segmented path in the same
 # launch. Blocks of FAST_ASYNC_WARPS warps (ring: 4 x D x 512 B = 16 / 32 KB per block).
 FAST_ASYNC_ROWS = (8, 16)
@@ -84,6 +85,14 @@ FAST_ASYNC_ROWS = (8, 16)
 FAST_AUTO_ASYNC_ROWS = 8
 FAST_AUTO_ASYNC_MIN_TABLES = 2
 FAST_ASYNC_WARPS = 4
+# `hot_rows` (D = 8 ring kernels without the fallback, `_a8oh`): up to FAST_HOT_IDS ids per
+# table, one per lane, whose rows are copied through L1 (cp.async.ca) while the others go
+# through L2 only; the launch sizes the shared-memory carveout to its resident rings
+# (FAST_ASYNC8_ONLY_BLOCKS blocks per SM) instead of the maximum, so L1 keeps room for them.
+# Why: on MLPerf multi-hot the ring and FBGEMM's TBE are both bound by L2 throughput (H200
+# run 4, ncu); skewed ids repeat their hottest rows, which L1 can serve. Unmeasured.
+FAST_HOT_IDS = 32
+FAST_ASYNC8_ONLY_BLOCKS = 10  # __launch_bounds__ of the `_a8o*` kernels (EK_ASYNC8_ONLY_MIN_BLOCKS)
 FAST_ASYNC_SLOT_BYTES = 512  # one row slot of a warp: 32 lanes x 16 bytes
 # Tables go into a launch longest work unit first (meta field 9 = the table's index): units
 # are dispatched in order, so long chains (mlperf's 100-id bags) start first and the short

@@ -200,6 +200,24 @@ def prefer_max_shared(fn) -> None:
     _carveout_set.add(key)
 
 
+def prefer_shared_carveout(fn, smem_bytes: int) -> None:
+    """Ask for a shared-memory carveout of at least ``smem_bytes`` per SM for ``fn`` (a
+    percentage of the device's maximum, rounded up; once per function), leaving the rest of
+    the unified cache to L1."""
+    key = id(fn)
+    if key in _carveout_set:
+        return
+    drv = driver_module()
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    full = int(getattr(props, "shared_memory_per_multiprocessor", 0)) or 228 * 1024
+    pct = max(1, min(100, -(-100 * int(smem_bytes) // full)))
+    a = drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
+    check(
+        drv.cuFuncSetAttribute(fn, a, pct), "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)"
+    )
+    _carveout_set.add(key)
+
+
 def max_active_blocks(fn, block_threads: int, dynamic_smem: int = 0) -> int:
     drv = driver_module()
     return int(
