@@ -151,6 +151,9 @@ def test_figures_cli_rejects_bad_usage(capsys):
     assert e.value.code == 2
     assert figures_main(["figure9", "--data", "/nonexistent.npz", "--device", "cpu"]) == 1
     assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        figures_main(["figure10", "--rounds", "0"])
+    assert e.value.code == 2 and "--rounds must be >= 1" in capsys.readouterr().err
 
 
 def test_config_rejects_bad_values():
@@ -281,3 +284,44 @@ def test_figure10_rows_and_summary_include_rap_process():
     assert "- RAP (process) / Ideal: 0.975 (target >= 0.95 each): met" in text
     assert "- RAP (process): trainer stage times co-running vs Ideal within 5%: met" in text
     assert "- RAP: trainer stage times co-running vs Ideal within 5%: MISSED" in text
+
+
+def test_rounds_report_the_median_run_and_its_spread():
+    from rap_share.figures import median_runs, parser, to_rows
+
+    cfg = {"plan": "plan0", "batch": 32, "world": 1, "steps": 2, "warmup": 1,
+           "embedding_dim": 8, "max_table_rows": 500}  # fmt: skip
+
+    def run(v, s, rnd):
+        return {"variant": v, "config": cfg, "mps": False, "device": "cpu", "launches": rnd,
+                "total_iterations_per_s": s, "samples_per_s": 32 * s, "losses": [0.7, 0.6],
+                "stage_ms": {"emb_fwd": 1.0}, "round": rnd}  # fmt: skip
+
+    runs = [run("sequential", s, i) for i, s in enumerate([1.0, 3.0, 2.0])]
+    runs += [run("rap", s, i) for i, s in enumerate([4.0, 8.0, 6.0, 5.0])]
+    picked = {r["variant"]: r for r in median_runs(runs)}
+    assert picked["sequential"]["total_iterations_per_s"] == 2.0
+    assert picked["sequential"]["round"] == 2 and picked["sequential"]["rounds"] == 3
+    assert picked["rap"]["total_iterations_per_s"] == 5.0  # even count: the lower middle
+    assert picked["rap"]["spread"] == [4.0, 8.0]
+    thr = {r["variant"]: r for r in to_rows(runs, "figure10", "no MPS")
+           if r["metric"] == "throughput"}  # fmt: skip
+    assert thr["rap"]["ratio"] == pytest.approx(2.5) and thr["rap"]["rounds"] == 4
+    assert thr["sequential"]["spread"] == [1.0, 3.0]
+    single = median_runs([run("ideal", 7.0, 0)])[0]
+    assert single["rounds"] == 1 and single["spread"] == [7.0, 7.0]
+    assert parser().parse_args(["figure10"]).rounds == 1
+    assert parser().parse_args(["figure10", "--rounds", "3"]).rounds == 3
+
+
+def test_rank_main_runs_the_rounds_interleaved(tmp_path):
+    import json
+
+    path = _raw(tmp_path)
+    out = os.path.join(tmp_path, "runs.jsonl")
+    cfg = Config(**SMALL)
+    rank_main(0, 1, [cfg], ["ideal", "rap"], {"plan0": path}, out, "cpu", 0, 0, False, 2)
+    with open(out, encoding="utf-8") as f:
+        runs = [json.loads(x) for x in f]
+    assert [(r["variant"], r["round"]) for r in runs] == [
+        ("ideal", 0), ("rap", 0), ("ideal", 1), ("rap", 1)]  # fmt: skip

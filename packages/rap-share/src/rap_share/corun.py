@@ -872,10 +872,13 @@ def config_dict(cfg: Config) -> dict:
 
 def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], raw_paths: dict,
               out_path: str, device_kind: str = "auto", cpu_workers: int = 4,
-              port: int = 0, diagnostics: bool = True) -> None:  # fmt: skip
+              port: int = 0, diagnostics: bool = True, rounds: int = 1) -> None:  # fmt: skip
     """One rank of a figures run: every (config, variant) in order; rank 0 appends JSON lines
     (one per run) to ``out_path``. ``diagnostics``: time preprocessing alone once per config
-    before its variants (:meth:`Trainer.prep_diagnostics`, the ``prep`` field of each run)."""
+    before its variants (:meth:`Trainer.prep_diagnostics`, the ``prep`` field of each run).
+    ``rounds``: run the config's variants that many times, interleaved (round 0 of every
+    variant, then round 1, ...), so a drift of the machine hits all variants alike; each run
+    records its ``round``."""
     import datetime
     import json
 
@@ -908,9 +911,10 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
                     diag = tr.prep_diagnostics()
                 except Exception as e:
                     diag = {"error": f"{type(e).__name__}: {e}"}
-            for v in variants:
+            for rnd, v in ((r, v) for r in range(rounds) for v in variants):
                 res = tr.run(v)
                 res.update(
+                    round=rnd,
                     config=config_dict(cfg),
                     setup_seconds=setup,
                     device=str(device),
