@@ -338,7 +338,7 @@ def anchor_workload(args, skew: str, table: torch.Tensor) -> Workload:
             rows=args.num_embeddings,
             dim=args.embedding_dim,
             dtype="float32",
-            index_dtype=str(_index_dtype(args)).split(".")[-1],
+            index_dtype=_index_dtype_name(args),
             batches=args.batches,
         ),
     )
@@ -346,7 +346,11 @@ def anchor_workload(args, skew: str, table: torch.Tensor) -> Workload:
 
 def _index_dtype(args) -> torch.dtype:
     """The ids' dtype of the anchor and table-batched workloads (``--index-dtype``)."""
-    return {"int64": torch.int64, "int32": torch.int32}[getattr(args, "index_dtype", "int64")]
+    return {"int64": torch.int64, "int32": torch.int32}[_index_dtype_name(args)]
+
+
+def _index_dtype_name(args) -> str:
+    return getattr(args, "index_dtype", "int64")
 
 
 def batched_workload(args, name: str) -> Workload:
@@ -379,7 +383,7 @@ def batched_workload(args, name: str) -> Workload:
         ),
         params=dict(
             tables=len(feats), batch=args.batch_size, dim=args.embedding_dim, dtype="float32",
-            index_dtype=str(_index_dtype(args)).split(".")[-1], batches=args.batches,
+            index_dtype=_index_dtype_name(args), batches=args.batches,
             max_rows=args.max_rows,
             total_rows=sum(f.rows for f in feats),
             ids_per_batch=int(sum(v.numel() for v in batches[0].values)),

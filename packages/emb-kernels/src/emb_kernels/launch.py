@@ -186,36 +186,34 @@ def function_attributes(fn) -> dict:
 _carveout_set: set = set()
 
 
-def prefer_max_shared(fn) -> None:
-    """Ask for the largest shared-memory carveout for ``fn`` (once per function): a hint to
-    the driver, for kernels whose occupancy is bounded by their static shared memory."""
+def _set_carveout(fn, percent: int) -> None:
+    """The preferred shared-memory carveout of ``fn``, in percent of the maximum (a hint to
+    the driver), set once per function."""
     key = id(fn)  # get_function caches the objects, so the id is stable
     if key in _carveout_set:
         return
     drv = driver_module()
     a = drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
     check(
-        drv.cuFuncSetAttribute(fn, a, 100), "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)"
+        drv.cuFuncSetAttribute(fn, a, percent),
+        "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
     )
     _carveout_set.add(key)
+
+
+def prefer_max_shared(fn) -> None:
+    """Ask for the largest shared-memory carveout for ``fn``: for kernels whose occupancy is
+    bounded by their static shared memory."""
+    _set_carveout(fn, 100)
 
 
 def prefer_shared_carveout(fn, smem_bytes: int) -> None:
     """Ask for a shared-memory carveout of at least ``smem_bytes`` per SM for ``fn`` (a
-    percentage of the device's maximum, rounded up; once per function), leaving the rest of
-    the unified cache to L1."""
-    key = id(fn)
-    if key in _carveout_set:
-        return
-    drv = driver_module()
+    percentage of the device's maximum, rounded up), leaving the rest of the unified cache
+    to L1."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     full = int(getattr(props, "shared_memory_per_multiprocessor", 0)) or 228 * 1024
-    pct = max(1, min(100, -(-100 * int(smem_bytes) // full)))
-    a = drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
-    check(
-        drv.cuFuncSetAttribute(fn, a, pct), "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)"
-    )
-    _carveout_set.add(key)
+    _set_carveout(fn, max(1, min(100, -(-100 * int(smem_bytes) // full))))
 
 
 def max_active_blocks(fn, block_threads: int, dynamic_smem: int = 0) -> int:

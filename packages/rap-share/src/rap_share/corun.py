@@ -89,7 +89,7 @@ class Config:
     # scheduler serves them before the preprocessing kernels of the same process, which stay
     # at the default priority; "normal": one priority for both (every variant, Ideal too).
     # "high" is the default: on one H200 it raised RAP / Ideal from 0.72-0.82 to 0.78-0.91 in
-    # all four figure-10 configurations (docs/rap-share/figures.md, "One GPU")
+    # all four figure-10 configurations (docs/rap-share/figures.md, section "late")
     trainer_priority: str = "high"
 
     def __post_init__(self) -> None:

@@ -367,9 +367,13 @@ __device__ __forceinline__ u32 ek_smem_addr(const void* p) {
 __device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 }
-// .ca: the copy also allocates in L1 (the hot rows of the `hot_rows` kernels, `_a<D>oh`)
-__device__ __forceinline__ void ek_cp_async16_l1(u32 dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+// l1: .ca, the copy also allocates in L1 (the hot rows of the `hot_rows` kernels, `_a<D>oh`)
+__device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src, bool l1) {
+  if (l1) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+  } else {
+    ek_cp_async16(dst, src);
+  }
 }
 
 __device__ __forceinline__ void ek_cp_async_commit() {
@@ -428,12 +432,8 @@ __device__ __forceinline__ void ek_gather_async(
       // every lane takes part in the hot test's ballot; inactive lanes copy nothing
       const bool l1 = HOT && __ballot_sync(FULL, hot == code) != 0u;
       if (active) {
-        const char* src = rows_base + ek_row_offset(code, row_bytes);
-        if (l1) {
-          ek_cp_async16_l1(slot0 + q * EK_ASYNC_SLOT_BYTES, src);
-        } else {
-          ek_cp_async16(slot0 + q * EK_ASYNC_SLOT_BYTES, src);
-        }
+        ek_cp_async16(slot0 + q * EK_ASYNC_SLOT_BYTES,
+                      rows_base + ek_row_offset(code, row_bytes), l1);
       }
     }
     ek_cp_async_commit();
@@ -486,12 +486,8 @@ __device__ __forceinline__ void ek_gather_async(
       live |= 1u << s;
       const bool l1 = HOT && __ballot_sync(FULL, hot == code) != 0u;
       if (active) {
-        const char* src = rows_base + ek_row_offset(code, row_bytes);
-        if (l1) {
-          ek_cp_async16_l1(slot0 + s * EK_ASYNC_SLOT_BYTES, src);
-        } else {
-          ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, src);
-        }
+        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes),
+                      l1);
       }
     }
     ek_cp_async_commit();
