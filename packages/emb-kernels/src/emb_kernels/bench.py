@@ -192,7 +192,7 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
         table[f"fast-async{d}"] = Spec(name, "fast", async_rows=d)
         table[f"fast-async{d}-mixed"] = Spec(name, "fast", async_rows=d, async_only=False)
         table[f"fast-async{d}-tableorder"] = Spec(name, "fast", async_rows=d, longest_first=False)
-        for r in (8, 32):  # bags per warp of short-bag tables: ceil(r / pooling)
+        for r in (8, 16, 32, 64):  # bags per warp of short-bag tables: ceil(r / pooling)
             table[f"fast-async{d}-segrows{r}"] = Spec(name, "fast", async_rows=d, segment_rows=r)
     table["fast-async8-hot"] = Spec(name, "fast", async_rows=8, hot=True)
     if base not in table:

@@ -84,6 +84,10 @@ FAST_ASYNC_ROWS = (8, 16)
 # 49.1-50.1), so one-table launches keep the register path.
 FAST_AUTO_ASYNC_ROWS = 8
 FAST_AUTO_ASYNC_MIN_TABLES = 2
+# ... and its short-bag tables walk ~32 ids per warp (segment_rows=32, taken as given: no
+# halving to fill the GPU). H200 run 6, ring loop unrolled by D: MLPerf multi-hot 159.3-160.5 us
+# against 163.2-164.2 with the automatic segments, the inference TBE 161.0-161.4.
+FAST_AUTO_ASYNC_SEGMENT_ROWS = 32
 FAST_ASYNC_WARPS = 4
 # `hot_rows` (D = 8 ring kernels without the fallback, `_a8oh`): up to FAST_HOT_IDS ids per
 # table, one per lane, whose rows are copied through L1 (cp.async.ca) while the others go

@@ -37,6 +37,7 @@ from emb_kernels.constants import (
     FAST_ASYNC_WARPS,
     FAST_AUTO_ASYNC_MIN_TABLES,
     FAST_AUTO_ASYNC_ROWS,
+    FAST_AUTO_ASYNC_SEGMENT_ROWS,
     FAST_BLOCK_MODE_MIN_POOLING,
     FAST_BLOCK_THREADS,
     FAST_BLOCK_WARPS,
@@ -485,6 +486,8 @@ def plan_fast(
         raise ValueError("fast: seg_unroll=8 and split exclude each other (no such kernel)")
     if async_rows is None:
         async_rows = _auto_async_rows(dtype, elem, dims, locals())
+        if async_rows:  # the automatic ring walks ~FAST_AUTO_ASYNC_SEGMENT_ROWS ids per warp
+            segment_rows = FAST_AUTO_ASYNC_SEGMENT_ROWS
     elif isinstance(async_rows, bool) or async_rows not in (0, *FAST_ASYNC_ROWS):
         raise ValueError(f"fast: async_rows must be one of {FAST_ASYNC_ROWS}, 0 (off) or None "
                          f"(auto), got {async_rows!r}")  # fmt: skip

@@ -438,16 +438,21 @@ __device__ __forceinline__ void ek_gather_async(
     }
     ek_cp_async_commit();
   }
-  for (int r = 0; r < n; ++r) {
-    if (r > 0 && (r & 31) == 0) {  // the consumer enters chunk r / 32: load the one after
+  // rows r0 .. r0 + D - 1 per trip, unrolled: slot s is a constant, so slot addresses are
+  // immediates and the live bit a constant mask; D divides 32, so chunks start at an r0
+  for (int r0 = 0; r0 < n; r0 += D) {
+    if (r0 > 0 && (r0 & 31) == 0) {  // the consumer enters chunk r0 / 32: load the one after
       id_a = id_b;
       w_a = w_b;
-      const int p = r + 32 + lane;
+      const int p = r0 + 32 + lane;
       id_b = ek_id_code(ids, p, n, rows, padding_idx);
       w_b = (!IS_MAX && w8 != 0 && p < n) ? to_f32(w8[p]) : 1.f;
       if (id_b == -2) ek_record_bad_id(err, table, first + p);
     }
-    const int s = r & (D - 1);
+#pragma unroll
+    for (int s = 0; s < D; ++s) {
+    const int r = r0 + s;
+    if (r >= n) break;  // warp-uniform
     while (r >= cur_end) {  // bag `cur` is complete (possibly empty): write it
       if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
 #pragma unroll
@@ -491,6 +496,7 @@ __device__ __forceinline__ void ek_gather_async(
       }
     }
     ek_cp_async_commit();
+    }
   }
   while (cur < nb) {  // the last bag with ids, then any empty bags after it
     if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
