@@ -159,29 +159,6 @@ def test_pack_roundtrip():
     assert env["a"].valid.tolist() == [True, False, True, True]
 
 
-def test_pack_into_given_buffers():
-    # the runner packs each batch into its slot's pinned buffers: same values, same tensors
-    cols = {"a": Column(np.arange(4), None, np.array([1, 0, 1, 1], bool)),
-            "b": Column(np.arange(4) * 2), "c": Column(np.ones(4, np.float32))}  # fmt: skip
-    first, layout = pack_columns(cols)
-    out = [torch.full_like(h, 7) for h in first]
-    cols2 = {k: Column(c.values + 1, None, c.valid) for k, c in cols.items()}
-    host, layout2 = pack_columns(cols2, out=out)
-    assert layout2 == layout and all(h is o for h, o in zip(host, out))
-    env = unpack_columns(host, layout)
-    for k, c in cols2.items():
-        assert np.array_equal(env[k].values.numpy(), c.values)
-    assert env["a"].valid.tolist() == [True, False, True, True]
-    # a batch that does not fit: the shape, a dtype, or the count of tensors differs
-    longer = {k: Column(np.concatenate([c.values, c.values]), None,
-                        None if c.valid is None else np.concatenate([c.valid, c.valid]))
-              for k, c in cols.items()}  # fmt: skip
-    for bad, what in ((longer, "would be"), ({**cols, "c": Column(np.ones(4))}, "would be"),
-                      ({"a": cols["a"], "b": cols["b"]}, "holds 3")):  # fmt: skip
-        with pytest.raises(ValueError, match=what):
-            pack_columns(bad, out=out)
-
-
 def test_packed_load_env_equals_the_default(setup):
     from rap_share.runtime import load_env
 

@@ -118,10 +118,8 @@ class StagedRunner:
                     else:
                         run_launches(self.prog.stages.get(s, []), env)
                 graphs[s] = g
-            pinned = [torch.empty_like(h, pin_memory=True) for h in host]  # load()'s staging
             self._slots.append({"static": static, "layout": layout, "graphs": graphs,
-                                "env": env, "out": out, "pool": pool, "pinned": pinned,
-                                "copied": None})  # fmt: skip
+                                "env": env, "out": out, "pool": pool})  # fmt: skip
         torch.cuda.synchronize(dev)
 
     # ------------------------------------------------------------------ per batch
@@ -137,22 +135,13 @@ class StagedRunner:
         slot = self._slots[it % 2]
         from rap_share.runtime import pack_columns
 
-        cols = env_columns(self.raw, self.prog, it, self.cfg, self.rank)
-        if slot["copied"] is not None:  # the slot's last copy out of its pinned buffers is done
-            slot["copied"].synchronize()
-        try:  # straight into the slot's pinned buffers: no new host tensors, no second copy
-            host, layout = pack_columns(cols, out=slot["pinned"])
-        except ValueError as e:
-            raise RuntimeError(f"batch {it}: raw layout differs from the captured one ({e})") from e
+        host, layout = pack_columns(env_columns(self.raw, self.prog, it, self.cfg, self.rank))
         if layout != slot["layout"]:
             raise RuntimeError(f"batch {it}: raw layout differs from the captured one")
-        stream = torch.cuda.current_stream(self.device)
         if free_event is not None:
-            stream.wait_event(free_event)
+            torch.cuda.current_stream(self.device).wait_event(free_event)
         for dst, h in zip(slot["static"], host):
-            dst.copy_(h, non_blocking=True)
-        slot["copied"] = torch.cuda.Event()
-        slot["copied"].record(stream)
+            dst.copy_(h.pin_memory(), non_blocking=True)
 
     def stage(self, stage: str, it: int) -> None:
         """Stage ``stage``'s kernels of batch ``it`` (the last stage also makes the outputs)."""

@@ -108,14 +108,11 @@ def _as_slice(idx: np.ndarray):
     return idx
 
 
-def pack_columns(cols: dict[str, Column], out: Sequence[torch.Tensor] | None = None
-                 ) -> tuple[list[torch.Tensor], list[tuple]]:  # fmt: skip
+def pack_columns(cols: dict[str, Column]) -> tuple[list[torch.Tensor], list[tuple]]:
     """Scalar numpy columns packed by (dtype, rows) into 2-D host tensors, and the layout
     (``key, values tensor, row, valid tensor or None, row``) that :func:`unpack_columns` reads.
     The same keys and null masks give the same layout, so a batch can be copied into the
-    buffers of an earlier one (the CUDA-graph runner's static inputs). ``out``: host tensors
-    of an earlier batch's packing (e.g. pinned ones) to pack into instead of new ones; a batch
-    whose packing does not fit them raises ValueError.
+    buffers of an earlier one (the CUDA-graph runner's static inputs).
 
     >>> host, layout = pack_columns({"a": Column(np.arange(3)), "b": Column(np.ones(3, int))})
     >>> len(host), unpack_columns(host, layout)["b"].values.tolist()
@@ -126,34 +123,17 @@ def pack_columns(cols: dict[str, Column], out: Sequence[torch.Tensor] | None = N
     groups: dict[tuple, list[tuple[str, Column]]] = {}
     for key, c in cols.items():
         groups.setdefault((c.values.dtype.str, c.values.shape[0]), []).append((key, c))
-
-    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
-        if out is None:
-            return torch.from_numpy(np.stack(arrays))
-        i = len(host)
-        dst = out[i] if i < len(out) else None
-        want = (len(arrays), *arrays[0].shape)
-        if dst is None or tuple(dst.shape) != want or dst.numpy().dtype != arrays[0].dtype:
-            got = None if dst is None else (tuple(dst.shape), str(dst.dtype))
-            raise ValueError(f"pack_columns: packed tensor {i} would be {want} of "
-                             f"{arrays[0].dtype}, the given out holds {got}")  # fmt: skip
-        np.stack(arrays, out=dst.numpy())
-        return dst
-
     for members in groups.values():
         gi = len(host)
-        host.append(stack([c.values for _, c in members]))
+        host.append(torch.from_numpy(np.stack([c.values for _, c in members])))
         nulls = [j for j, (_, c) in enumerate(members) if c.valid is not None]
         vi = None
         if nulls:
             vi = len(host)
-            host.append(stack([members[j][1].valid for j in nulls]))
+            host.append(torch.from_numpy(np.stack([members[j][1].valid for j in nulls])))
         where = {j: r for r, j in enumerate(nulls)}
         for j, (key, _) in enumerate(members):
             layout.append((key, gi, j, vi if j in where else None, where.get(j)))
-    if out is not None and len(out) != len(host):
-        raise ValueError(f"pack_columns: the batch packs into {len(host)} tensors, the given out "
-                         f"holds {len(out)}")  # fmt: skip
     return host, layout
 
 
