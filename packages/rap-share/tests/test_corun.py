@@ -154,6 +154,20 @@ def test_figures_cli_rejects_bad_usage(capsys):
     with pytest.raises(SystemExit) as e:
         figures_main(["figure10", "--rounds", "0"])
     assert e.value.code == 2 and "--rounds must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        figures_main(["figure10", "--cpu-threads", "-1"])
+    assert e.value.code == 2 and "--cpu-threads must be >= 0" in capsys.readouterr().err
+
+
+def test_rank_threads_split_the_host_among_ranks():
+    from rap_share.corun import rank_threads
+
+    # half the cores over the ranks, 1..4; an explicit count wins; a negative one is refused
+    assert [rank_threads(Config(world=w), cores=32) for w in (1, 2, 4, 8)] == [4, 4, 4, 2]
+    assert rank_threads(Config(world=1), cores=2) == 1
+    assert rank_threads(Config(world=2, cpu_threads=3), cores=2) == 3
+    with pytest.raises(ValueError, match="cpu_threads"):
+        Config(cpu_threads=-1)
 
 
 def test_config_rejects_bad_values():

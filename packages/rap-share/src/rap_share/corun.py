@@ -91,6 +91,11 @@ class Config:
     # "high" is the default: on one H200 it raised RAP / Ideal from 0.72-0.82 to 0.78-0.91 in
     # all four figure-10 configurations (docs/rap-share/figures.md, section "late")
     trainer_priority: str = "high"
+    # CPU threads of torch's intra-op pool in each rank (0: rank_threads' default, at most 4).
+    # Without a cap every rank takes all cores, so 2 ranks oversubscribe the CPU twice over and
+    # their spinning pools delay each other's host work (the trainer's launches, the RAP
+    # worker's loads)
+    cpu_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.trainer_priority not in TRAINER_PRIORITIES:
@@ -104,6 +109,9 @@ class Config:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"Config.warmup must be >= 0, got {self.warmup}")
+        if self.cpu_threads < 0:
+            raise ValueError(f"Config.cpu_threads must be >= 0 (0: automatic), got "
+                             f"{self.cpu_threads}")  # fmt: skip
         if not self.top_mlp:
             self.top_mlp = PLAN_TOP_MLP.get(self.plan, "1024-1024-512-1")
 
@@ -870,6 +878,22 @@ def config_dict(cfg: Config) -> dict:
     return asdict(cfg)
 
 
+def rank_threads(cfg: Config, cores: int | None = None) -> int:
+    """Intra-op CPU threads for one of ``cfg.world`` ranks on one host: ``cfg.cpu_threads``,
+    or by default half the host's cores split among the ranks, from 1 to 4 (the ranks' CPU
+    work is launches, small copies and numpy; the CPU workers are processes of their own).
+
+    >>> rank_threads(Config(world=2), cores=32), rank_threads(Config(world=2), cores=2)
+    (4, 1)
+    >>> rank_threads(Config(world=2, cpu_threads=7), cores=32)
+    7
+    """
+    if cfg.cpu_threads:
+        return cfg.cpu_threads
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(4, cores // (2 * cfg.world)))
+
+
 def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], raw_paths: dict,
               out_path: str, device_kind: str = "auto", cpu_workers: int = 4,
               port: int = 0, diagnostics: bool = True, rounds: int = 1) -> None:  # fmt: skip
@@ -886,6 +910,8 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
     device = torch.device(f"cuda:{rank}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    if cfgs:
+        torch.set_num_threads(rank_threads(cfgs[0]))
     if world > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ["MASTER_PORT"] = str(port)

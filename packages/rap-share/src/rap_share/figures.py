@@ -140,7 +140,8 @@ def measure(args, variants) -> tuple[list[dict], str]:
                    cpu_workers=args.cpu_workers, check=args.check, seed=args.seed,
                    solver=args.solver, cost_model=args.cost_model,
                    graphs=graphs_enabled(getattr(args, "graphs", None)),
-                   trainer_priority=getattr(args, "trainer_priority", "high"))
+                   trainer_priority=getattr(args, "trainer_priority", "high"),
+                   cpu_threads=getattr(args, "cpu_threads", 0))
             for p in args.plans for b in args.batches]  # fmt: skip
     out_path = os.path.join(tmp, "runs.jsonl")
     mps = MpsDaemon()
@@ -434,6 +435,12 @@ def parser() -> argparse.ArgumentParser:
         "priority for both",
     )
     p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=0,
+        help="torch CPU threads per rank (0: half the cores split among the ranks, 1 to 4)",
+    )
+    p.add_argument(
         "--no-diagnostics",
         action="store_true",
         help="skip timing preprocessing alone before each config's runs (the rows' prep field)",
@@ -449,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "rows", "cpu_workers", "embedding_dim", "rounds"):
         if getattr(args, name) < 1:
             parser().error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.cpu_threads < 0:
+        parser().error("--cpu-threads must be >= 0 (0: automatic)")
     bad = [p for p in args.plans if p not in TABLES]
     if bad or not args.plans or not args.batches or any(b < 1 for b in args.batches):
         parser().error(f"--plans must be from {sorted(TABLES)} and --batches positive")
