@@ -96,6 +96,44 @@ def test_eager_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_ca
     assert fused.constants_cached() is False  # restored after the run
 
 
+def test_rap_packs_each_batch_ahead_during_the_backward_pass(raw_path, monkeypatch):
+    """The CUDA-graph path's ``rap`` loop: the host half of batch i's load (``prepare``) is
+    posted when step i - 2 reaches PREPARE_STAGE, so the worker (one thread, jobs in posting
+    order) runs it after load(i - 1) and before load(i), once per batch (a spy runner on the
+    CPU, standing in for a captured one)."""
+    tr = corun.Trainer(corun.Config(**SMALL, graphs=True), 0, torch.device("cpu"), raw_path)
+    real = tr.rap_runner()
+    log = []
+
+    class Spy:
+        graphed = True  # so the loop passes prepare; the work itself is the eager runner's
+
+        def prepare(self, it):
+            log.append(("prepare", it))
+
+        def load(self, it, free=None):
+            log.append(("load", it))
+            real.load(it, free)
+
+        def stage(self, s, it):
+            log.append((s, it))
+            real.stage(s, it)
+
+        def outputs(self, it):
+            return real.outputs(it)
+
+    monkeypatch.setattr(tr, "rap_runner", lambda: Spy())
+    total = SMALL["warmup"] + SMALL["steps"]
+    res = tr.run("rap")
+    assert [it for kind, it in log if kind == "prepare"] == list(range(1, total + 1))
+    for it in range(1, total + 1):
+        assert log.index(("load", it - 1)) < log.index(("prepare", it)) < log.index(("load", it))
+        # posted at PREPARE_STAGE of step it - 2: right after that stage's slice of batch it - 1
+        k = log.index(("prepare", it))
+        assert log[k - 1] == (corun.PREPARE_STAGE, it - 1), log[k - 3 : k + 1]
+    assert res["worker_ms"]["prepare"] >= 0 and np.isfinite(res["losses"]).all()
+
+
 @pytest.mark.parametrize("variant", ["ideal", "rap", "cuda_stream"])
 def test_graph_path_variants_train_on_the_reference_batches(raw_path, variant):
     """check=True on the CUDA-graph path: every trained-on batch equals the numpy reference,

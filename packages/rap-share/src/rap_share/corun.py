@@ -58,6 +58,10 @@ TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion", "rap_proc
 PLAN_TOP_MLP = {"plan0": "1024-1024-512-1", "plan1": "1024-1024-512-256-1"}
 ALL = "all"  # the single stage of an unscheduled program
 TRAINER_PRIORITIES = ("normal", "high")
+# the trainer's stage at which the ``rap`` worker packs the batch after next (StagedRunner
+# .prepare): the start of the backward pass, which runs in C++ without the GIL, where the
+# forward's launches (26 embedding bags, the MLPs) are Python that the packing would delay
+PREPARE_STAGE = "mlp_bwd"
 
 
 @dataclass
@@ -487,13 +491,14 @@ class StageTimer:
 
 class JobClock:
     """Host wall ms of the ``rap`` worker's jobs (``load``: a batch's raw rows to the device;
+    ``prepare``: the host half of a later batch's load, done ahead on the CUDA-graph path;
     ``stage``: a stage's kernels or graph replays) and of the trainer's wait for them at the
     end of each step (``wait``), summed over the measured iterations: where RAP's time outside
     the trainer's own stages goes (the loop posts, the worker thread runs, both share a GIL)."""
 
     def __init__(self) -> None:
         self.on = False
-        self.ms: dict[str, float] = {"load": 0.0, "stage": 0.0, "wait": 0.0}
+        self.ms: dict[str, float] = {"load": 0.0, "prepare": 0.0, "stage": 0.0, "wait": 0.0}
 
     def add(self, kind: str, t0: float) -> None:
         if self.on:
@@ -676,7 +681,8 @@ class Trainer:
         if self.cfg.graphs:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
-                                     not runner.graphed, total, tick, losses)  # fmt: skip
+                                     not runner.graphed, total, tick, losses,
+                                     runner.prepare if runner.graphed else None)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):
@@ -692,11 +698,14 @@ class Trainer:
         self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), True, total,
                           tick, losses)  # fmt: skip
 
-    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses) -> None:
+    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses,
+                     prepare=None) -> None:  # fmt: skip
         """The trainer's side of ``rap``: ``load(it, free)`` (``free``: an event after the
         trainer's reads of the batch it replaces), ``stage(s, it)`` and ``outputs_of(it)``
         come from one of the two paths; ``record``: the outputs were made on the worker's
-        stream (``record_stream`` on the trainer's)."""
+        stream (``record_stream`` on the trainer's). ``prepare(it)`` (the CUDA-graph path):
+        the host half of batch ``it``'s load, posted when step ``it - 2`` reaches
+        PREPARE_STAGE, so only the copy is left at the start of step ``it - 1``."""
         worker = StageWorker(self.device)
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         clock = self.clock
@@ -705,6 +714,8 @@ class Trainer:
         def post(s):  # the trainer reached stage s of step it: that slice of batch it + 1
             if s in STAGES:
                 worker.post(clock.job("stage", lambda it=cur["it"] + 1: stage(s, it)))
+            if prepare is not None and s == PREPARE_STAGE and cur["it"] + 2 <= total:
+                worker.post(clock.job("prepare", lambda it=cur["it"] + 2: prepare(it)))
 
         try:
             worker.post(lambda: load(0))

@@ -301,9 +301,10 @@ def diagnostics(thr: list[dict]) -> list[str]:
             out.append(f"- {w} preprocessing diagnostics failed: {prep['error']}")
         wk = rs.get("rap", {}).get("worker_ms")
         if wk:
-            out.append(f"- {w} RAP worker thread, host ms per iteration: load {wk['load']:.2f}, "
-                       f"stage jobs {wk['stage']:.2f}; the trainer waited {wk['wait']:.2f} for "
-                       "them at the end of each step")  # fmt: skip
+            ahead = f", packing ahead {wk['prepare']:.2f}" if wk.get("prepare") else ""
+            out.append(f"- {w} RAP worker thread, host ms per iteration: load {wk['load']:.2f}"
+                       f"{ahead}, stage jobs {wk['stage']:.2f}; the trainer waited "
+                       f"{wk['wait']:.2f} for them at the end of each step")  # fmt: skip
         ide, rap = (rs.get(v, {}).get("stage_ms") for v in ("ideal", "rap"))
         if ide and rap:
             out.append(f"- {w} trainer stage ms, Ideal -> RAP: " + ", ".join(

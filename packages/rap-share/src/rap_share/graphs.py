@@ -66,6 +66,7 @@ class StagedRunner:
         self.note = "eager"
         self._env: dict = {}
         self._slots: list[dict] = []
+        self._host: dict[int, list[torch.Tensor]] = {}  # prepare()d batches, by number
         if not graphs:
             self.note = "eager (graphs off)"
         elif device.type != "cuda":
@@ -126,22 +127,39 @@ class StagedRunner:
     def load(self, it: int, free_event=None) -> None:
         """Batch ``it``'s raw rows on the device (current stream). ``free_event``: recorded on
         the trainer's stream once it no longer reads the batch that used this slot before."""
-        from rap_share.corun import env_columns, make_env
+        from rap_share.corun import make_env
 
         if not self.graphed:
             self._env[it % 2] = make_env(self.raw, self.prog, it, self.cfg, self.rank,
                                          self.device, non_blocking=True, packed=True)  # fmt: skip
             return
         slot = self._slots[it % 2]
-        from rap_share.runtime import pack_columns
-
-        host, layout = pack_columns(env_columns(self.raw, self.prog, it, self.cfg, self.rank))
-        if layout != slot["layout"]:
-            raise RuntimeError(f"batch {it}: raw layout differs from the captured one")
+        if it == 0:  # a new run: drop what an earlier one prepared and did not load
+            self._host.clear()
+        host = self._host.pop(it, None)
+        if host is None:
+            host = self._pack(it)
         if free_event is not None:
             torch.cuda.current_stream(self.device).wait_event(free_event)
         for dst, h in zip(slot["static"], host):
-            dst.copy_(h.pin_memory(), non_blocking=True)
+            dst.copy_(h, non_blocking=True)
+
+    def prepare(self, it: int) -> None:
+        """The host half of :meth:`load`, done ahead: batch ``it``'s raw rows packed into
+        pinned host tensors, which its :meth:`load` then only copies. The ``rap`` loop calls
+        it from the worker while the trainer is in its backward pass (no GIL needed there), so
+        the packing's Python does not delay the trainer's launches of the next forward."""
+        if self.graphed:
+            self._host[it] = self._pack(it)
+
+    def _pack(self, it: int) -> list[torch.Tensor]:
+        from rap_share.corun import env_columns
+        from rap_share.runtime import pack_columns
+
+        host, layout = pack_columns(env_columns(self.raw, self.prog, it, self.cfg, self.rank))
+        if layout != self._slots[it % 2]["layout"]:
+            raise RuntimeError(f"batch {it}: raw layout differs from the captured one")
+        return [h.pin_memory() for h in host]
 
     def stage(self, stage: str, it: int) -> None:
         """Stage ``stage``'s kernels of batch ``it`` (the last stage also makes the outputs)."""
