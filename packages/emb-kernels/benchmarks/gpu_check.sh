@@ -124,7 +124,7 @@ print(\"OptMT device cap\", occupancy.device_register_cap(0), \"persisting L2 ma
                     --metrics gpu__time_duration.sum,dram__bytes_read.sum,lts__t_sector_hit_rate.pct,lts__t_sectors_op_read.sum,l1tex__t_sector_hit_rate.pct,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,launch__registers_per_thread,launch__grid_size,launch__block_size,dram__throughput.avg.pct_of_peak_sustained_elapsed \
                     --csv --log-file "$WORK/ncu-$wl.csv" \
                     python3 -m emb_kernels.bench --workload "$wl" --skew uniform \
-                    --variants "${NCU_VARIANTS:-fast,fast-async8-hot,fbgemm}" \
+                    --variants "${NCU_VARIANTS:-fast,fbgemm}" \
                     --batches 2 --repeats 2 --warmup-runs 0 --on-mismatch skip \
                     --out "$WORK/ncu_bench.jsonl"
             done
@@ -151,7 +151,7 @@ for step in (10, 100):  # the opt-in fast paths: coop (and K > 1), split bags, s
     for fo in ({"coop": True, "block_warps": 0}, {"split": 4, "split_min_pooling": 1},
                {"split": 8, "split_min_pooling": 1, "coop": True}, {"seg_unroll": 8, "coop": True},
                {"async_rows": 16}, {"async_rows": 8, "segment_bags": 3},
-               {"async_rows": 8, "async_only": False}, {"async_rows": 8, "hot_rows": [[1, 2, 999]]}):
+               {"async_rows": 8, "async_only": False}):
         l = ops.make_launcher(w, ids, offs, "sum", variant="fast", validate_input=False, fast=fo)
         l()
         errors.watch(w.device, lambda t, p: f"bad id at {p}")

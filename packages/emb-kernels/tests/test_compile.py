@@ -83,14 +83,11 @@ def test_uncapped_kernels_do_not_spill():
                 # bound it so a real regression fails
                 assert u.get("spill_stores", 0) <= 160, f"{source}:{name} spills: {u}"
                 continue
-            if name.startswith("ek_fast_seg_") and name.endswith("_a8oh"):
-                # the hot-id test costs registers under the same 10-block bound: 24-40 B
-                assert u.get("spill_stores", 0) <= 48, f"{source}:{name} spills: {u}"
-                continue
-            if name.startswith("ek_fast_seg_") and name.endswith("_a8o"):
-                # bounded to 10 blocks (EK_ASYNC8_ONLY_MIN_BLOCKS): a few bytes of spill;
-                # test_async_kernels_hold_their_ring_in_shared_memory bounds them
-                assert u.get("spill_stores", 0) <= 16, f"{source}:{name} spills: {u}"
+            if name.startswith("ek_fast_seg_") and name.endswith(("_a8o", "_a8")):
+                # the D = 8 ring, its loop unrolled by D: a few bytes of spill (the `o` ones
+                # bounded to 10 blocks); test_async_kernels_hold_their_ring_in_shared_memory
+                # bounds them
+                assert u.get("spill_stores", 0) <= 24, f"{source}:{name} spills: {u}"
                 continue
             if name.startswith("ek_fast_seg_"):
                 # ptxas keeps the segmented kernels at <= 64 registers (4 blocks of 256) and
@@ -114,13 +111,15 @@ def test_async_kernels_hold_their_ring_in_shared_memory(arch):
     found = usage(kernels.FAST_ASYNC_SOURCE, None, arch)
     for name in kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]:
         tail = name.rsplit("_a", 1)[1]
-        only = "o" in tail
-        d = int(tail.rstrip("oh"))
+        only = tail.endswith("o")
+        d = int(tail.rstrip("o"))
         u = found[name]
         assert u["smem_bytes"] == FAST_ASYNC_WARPS * d * FAST_ASYNC_SLOT_BYTES, (name, u)
         if only and d == 8:  # bounded to 10 blocks of 128 threads: <= 51 registers, a few
-            # bytes of spill (sm_90 ptxas, nvcc 13.0: 48 registers, 0-12 B; `h`: 24-40 B)
-            assert u.get("spill_stores", 0) <= 48 and u["registers"] <= 51, (name, u)
+            # bytes of spill (nvcc 13.0, the loop unrolled by D: 48 registers, 0-16 B)
+            assert u.get("spill_stores", 0) <= 16 and u["registers"] <= 51, (name, u)
+        elif d == 8:  # with the fallback compiled in: 63-64 registers, 0-24 B of spill
+            assert u.get("spill_stores", 0) <= 24 and u["registers"] <= 72, (name, u)
         else:
             assert u.get("spill_stores", 0) == 0 and u["registers"] <= 72, (name, u)
 

@@ -553,46 +553,6 @@ def test_fast_new_knobs_skip_and_report_bad_ids(fast):
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-def test_fast_hot_rows_match_reference(index_dtype):
-    # `_a8oh`: rows of hot ids copied through L1, the others through L2; the sums must not
-    # care. Hot ids from a trace (so they occur), plus padding, empty bags, long bags, weights
-    from rec_common.generators import BatchGenerator, FeatureSpec
-
-    sizes, dims = [3, 1, 100, 27, 12], [128, 256, 128, 128, 128]
-    feats = [FeatureSpec(f"f{i}", rows=500 + 100 * i, dim=d, skew="zipf:1.1",
-                         pooling="one-hot" if s == 1 else f"fixed:{s}")
-             for i, (s, d) in enumerate(zip(sizes, dims))]  # fmt: skip
-    gen = BatchGenerator(feats, seed=8, index_dtype=index_dtype)
-    batch, trace = gen.batch(777).to("cuda"), gen.batch(777, 1)
-    hot = kernels.hot_rows_from_trace(trace.values)
-    hot[1] = hot[1][:5]  # fewer than 32 ids in one table, none in another
-    hot[3] = []
-    rows = [f.rows for f in feats]
-    tbe = emb_kernels.TableBatchedEmbeddingBags(rows, dims, device="cuda",
-                                                fast_options={"hot_rows": hot})  # fmt: skip
-    out = tbe(batch)
-    plan = next(iter(tbe._plans.values()))
-    assert plan.hot and plan.name.endswith("_a8oh"), plan.name
-    ref = torch.cat([embedding_bag_reference(tbe.table(t).cpu().double(),
-                                             *[x.cpu() for x in batch.feature(t)[:2]])
-                     for t in range(len(rows))], 1)  # fmt: skip
-    assert_close(out, ref, 2e-6, "hot rows, table-batched")
-    # one table, every mode, weights and padding, hot ids that include the padding row
-    weight, ids, offsets = make_case(700, 128, KNOB_LENGTHS, torch.float32, index_dtype)
-    ids[::5] = 11
-    hot_one = [[11, 3, 0, 699, *kernels.hot_rows_from_trace([ids])[0][:20]]]
-
-    def check(plan):
-        assert plan.hot and plan.name.endswith("_a8oh"), plan.name
-
-    for segment_bags in (None, 3):
-        fast = {"async_rows": 8, "hot_rows": hot_one}
-        if segment_bags:
-            fast["segment_bags"] = segment_bags
-        run_knob_cases(weight, ids, offsets, fast, 2e-6, check)
-
-
-@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 def test_fast_new_knobs_on_mlperf_like_tables(index_dtype):
     # tables of different splits in one launch (padding units between them), short tables
     # in segments, dims that put several bags in a warp, per-sample weights

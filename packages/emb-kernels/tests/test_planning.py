@@ -78,20 +78,20 @@ def test_medium_bags_share_a_block_and_segments_stay_forceable():
 
 def test_tables_are_numbered_longest_chain_first():
     pooling = [3.0, 2.0, 1.0, 100.0, 27.0]
-    plan = anchor_plan(rows=[1000] * 5, dims=[128] * 5, weight_offsets=[0] * 5,
-                       out_cols=[128 * i for i in range(5)], out_stride=640, batch=8192,
-                       mean_pooling=sum(pooling) / 5, table_pooling=pooling)  # fmt: skip
-    meta = plan.meta.view(5, -1)
-    order = meta[:, 9].tolist()
-    assert order[:2] == [3, 4] and sorted(order) == [0, 1, 2, 3, 4]
-    assert meta[:, 4].tolist() == sorted(meta[:, 4].tolist())  # first units ascend
-    assert meta[0, 3] == 128 * 3  # columns follow the table, not the position
-    same = anchor_plan(rows=[1000] * 5, dims=[128] * 5, weight_offsets=[0] * 5,
-                       out_cols=[128 * i for i in range(5)], out_stride=640, batch=8192,
-                       mean_pooling=sum(pooling) / 5, table_pooling=pooling,
-                       longest_first=False)  # fmt: skip
-    assert same.meta.view(5, -1)[:, 9].tolist() == [0, 1, 2, 3, 4]
-    assert same.total_units == plan.total_units
+    five = dict(rows=[1000] * 5, dims=[128] * 5, weight_offsets=[0] * 5,
+                out_cols=[128 * i for i in range(5)], out_stride=640, batch=8192,
+                mean_pooling=sum(pooling) / 5, table_pooling=pooling)  # fmt: skip
+    assert anchor_plan(**five).async_rows == kernels.FAST_AUTO_ASYNC_ROWS  # the default: ring
+    for ring in (0, 8):  # the register paths and the ring order their tables alike
+        plan = anchor_plan(**five, async_rows=ring)
+        meta = plan.meta.view(5, -1)
+        order = meta[:, 9].tolist()
+        assert order[:2] == [3, 4] and sorted(order) == [0, 1, 2, 3, 4]
+        assert meta[:, 4].tolist() == sorted(meta[:, 4].tolist())  # first units ascend
+        assert meta[0, 3] == 128 * 3  # columns follow the table, not the position
+        same = anchor_plan(**five, async_rows=ring, longest_first=False)
+        assert same.meta.view(5, -1)[:, 9].tolist() == [0, 1, 2, 3, 4]
+        assert same.total_units == plan.total_units
 
 
 def test_prefetch_distance_goes_with_the_cap():
@@ -176,7 +176,7 @@ def test_split_parts_follow_the_pooling_and_the_knob():
 
 
 def test_split_plan_aligns_groups_and_orders_by_chain():
-    default = mlperf_plan()
+    default = mlperf_plan(async_rows=0)  # split is a register-path knob: compare with that path
     for s in (2, 4, 8):
         plan = mlperf_plan(split=s)
         meta = plan.meta.view(26, -1)
@@ -329,9 +329,8 @@ def test_async_rows_falls_back_where_no_kernel_serves_it():
 def test_async_kernel_names_live_in_their_module():
     names = kernels.all_kernel_names()[kernels.FAST_ASYNC_SOURCE]
     assert sorted(names) == sorted(
-        [f"ek_fast_seg_{k}_f32_{i}_v16_a{d}{o}" for k in ("sum", "max") for i in ("i32", "i64")
-         for d in (8, 16) for o in ("", "o")]
-        + [f"ek_fast_seg_{k}_f32_{i}_v16_a8oh" for k in ("sum", "max") for i in ("i32", "i64")]
+        f"ek_fast_seg_{k}_f32_{i}_v16_a{d}{o}" for k in ("sum", "max") for i in ("i32", "i64")
+        for d in (8, 16) for o in ("", "o")
     )  # fmt: skip
     assert all(kernels.fast_source(n) == kernels.FAST_ASYNC_SOURCE for n in names)
     assert kernels.fast_source("ek_fast_seg_sum_f32_i64_v16_u8") == kernels.FAST_X_SOURCE
@@ -355,36 +354,3 @@ def test_the_ring_is_the_default_for_wide_float32_multi_table_launches(monkeypat
         assert mlperf_plan(**kw).async_rows == 0, kw
     monkeypatch.setattr(kernels, "FAST_COOP", True)
     assert mlperf_plan().async_rows == 0 and mlperf_plan().coop
-
-
-def test_hot_rows_plan_appends_the_ids_to_the_meta_and_checks_them():
-    plan = mlperf_plan(hot_rows=[[0, 1, 2]] + [None] * 25)
-    assert plan.name == "ek_fast_seg_sum_f32_i64_v16_a8oh" and plan.hot
-    stride, hot = kernels.FAST_META_STRIDE, kernels.FAST_HOT_IDS
-    assert plan.meta.numel() == 26 * (stride + hot)
-    tail = plan.meta[26 * stride :].view(26, hot)
-    assert tail[0, :4].tolist() == [0, 1, 2, -1] and (tail[1:] == -1).all()
-    assert torch.equal(plan.meta[: 26 * stride], mlperf_plan().meta)  # the work split is kept
-    assert anchor_plan(async_rows=8, hot_rows=[[3, 1]]).name.endswith("_a8oh")
-    assert anchor_plan(async_rows=8, hot_rows=[[3]], mode="max").name.endswith(
-        "_max_f32_i64_v16_a8oh"
-    )
-    for kw, msg in ((dict(hot_rows=[[0]] * 25), "one entry per table"),
-                    (dict(hot_rows=[[1000]] * 26), "outside the table of 1000 rows"),
-                    (dict(hot_rows=[list(range(33))] * 26), "at most 32"),
-                    (dict(hot_rows=[[0]] * 26, async_only=False), "D = 8 ring on every table"),
-                    (dict(hot_rows=[[0]] * 26, async_rows=16), "D = 8 ring on every table"),
-                    (dict(hot_rows=[[0]] * 26, dims=[64] + [128] * 25), "D = 8 ring")):  # fmt: skip
-        with pytest.raises(ValueError, match=msg):
-            mlperf_plan(**kw)
-    with pytest.raises(ValueError, match="D = 8 ring"):
-        anchor_plan(hot_rows=[[1]])  # one table: the ring is not the default there
-
-
-def test_hot_rows_from_trace_takes_the_most_frequent_ids():
-    trace = [torch.tensor([5, 3, 3, 5, 5, 1, 2]), torch.tensor([], dtype=torch.int64),
-             torch.tensor([9, 8, 7])]  # fmt: skip
-    assert kernels.hot_rows_from_trace(trace, k=2) == [[5, 3], [], [7, 8]]  # ties: smaller id
-    assert kernels.hot_rows_from_trace([torch.arange(100)])[0] == list(range(32))
-    with pytest.raises(ValueError, match="k must be in 1..32"):
-        kernels.hot_rows_from_trace(trace, k=33)

@@ -24,9 +24,7 @@ per bag, inside the warp-mode launch), fast-splitS-minN (... of >= N ids), fast-
 fast-su8 / fast-coop-su8 (8 rows in flight in the segmented path, float32), fast-async8 /
 fast-async16 (8 / 16 rows per warp through a cp.async ring in shared memory, float32;
 ``-mixed``: the ring kernel with the fallback compiled in, even where every table rides the
-ring; ``-tableorder``: work units in table order; fast-async8-hot: the 32 hottest ids of
-each table, from an untimed trace batch, copied through L1 (table-batched workloads only);
-``-segrowsR``: short-bag tables walk
+ring; ``-tableorder``: work units in table order; ``-segrowsR``: short-bag tables walk
 ceil(R / pooling) bags per warp, R = 8 or 32, default 16); torch;
 fbgemm (FBGEMM TBE, inference or training op). ``--sweep fast`` times the fast knobs
 (FAST_SWEEP_SINGLE, FAST_SWEEP_BATCHED) next to torch and FBGEMM, without the paper baseline.
@@ -82,8 +80,8 @@ FAST_SWEEP_SINGLE = (
     "fast-split2-min16", "fast-su8", "fast-coop-su8", "fast-u4h", "fast-u8h", "torch",
 )  # fmt: skip
 FAST_SWEEP_BATCHED = (
-    "fast", "fast-async8", "fast-async8-mixed", "fast-async8-hot", "fast-async16", "fast-coop",
-    "fast-split2", "fast-split4", "fast-split8", "fast-split4-min16", "fast-coop-split4", "fast-su8",
+    "fast", "fast-async8", "fast-async8-mixed", "fast-async16", "fast-coop", "fast-split2",
+    "fast-split4", "fast-split8", "fast-split4-min16", "fast-coop-split4", "fast-su8",
     "fast-coop-su8", "torch",
 )  # fmt: skip
 BATCHED_WORKLOADS = ("criteo-kaggle", "mlperf-multihot")
@@ -122,7 +120,6 @@ class Spec:
     seg_unroll: int | None = None  # fast: rows in flight in the segmented path (8: float32)
     async_rows: int | None = None  # fast: rows per warp in a cp.async ring (8, 16: float32)
     async_only: bool | None = None  # fast: False keeps the ring kernel with the fallback
-    hot: bool = False  # fast: hot_rows from an untimed trace batch (kernels._a8oh)
 
     def fast_options(self) -> dict:
         opts = {
@@ -194,7 +191,6 @@ def parse_variant(name: str, cap: int | str = DEVICE_CAP) -> Spec:
         table[f"fast-async{d}-tableorder"] = Spec(name, "fast", async_rows=d, longest_first=False)
         for r in (8, 16, 32, 64):  # bags per warp of short-bag tables: ceil(r / pooling)
             table[f"fast-async{d}-segrows{r}"] = Spec(name, "fast", async_rows=d, segment_rows=r)
-    table["fast-async8-hot"] = Spec(name, "fast", async_rows=8, hot=True)
     if base not in table:
         raise ValueError(f"unknown variant {base!r}; known: {', '.join(table)}")
     spec = table[base]
@@ -247,7 +243,6 @@ class Batched:
     concat: list[tuple[torch.Tensor, torch.Tensor]]
     gather_bytes: float
     counts: list[list[int]]
-    trace: list[torch.Tensor]  # per table, the ids of one more (untimed) batch
 
 
 def gpu_tables(
@@ -371,15 +366,13 @@ def batched_workload(args, name: str) -> Workload:
     gen = BatchGenerator(feats, seed=0, index_dtype=_index_dtype(args))
     batches = [gen.batch(args.batch_size, b).to("cuda") for b in range(args.batches)]
     concat = [b.concat_values() for b in batches]
-    trace = list(gen.batch(args.batch_size, args.batches).values)  # hot rows come from here
     gather = sum(v.numel() * f.dim * 4 for v, f in zip(batches[0].values, feats))
     return Workload(
         name=f"{name}-d{args.embedding_dim}",
         tables=[],
         calls=[],
         batched=Batched(
-            tbe, batches, concat, float(gather), [[v.numel() for v in b.values] for b in batches],
-            trace,
+            tbe, batches, concat, float(gather), [[v.numel() for v in b.values] for b in batches]
         ),
         params=dict(
             tables=len(feats), batch=args.batch_size, dim=args.embedding_dim, dtype="float32",
@@ -468,9 +461,6 @@ def make_runner(spec: Spec, w: Workload) -> Runner:
         return _window_runner(spec, w)
     if w.batched:
         return _batched_runner(spec, w)
-    if spec.hot:
-        raise ValueError(f"{spec.name}: hot rows come from a trace batch of the table-batched "
-                         "workloads (criteo-kaggle, mlperf-multihot)")  # fmt: skip
     launchers = [
         ops.make_launcher(
             w.tables[c.table],
@@ -502,10 +492,7 @@ def _batched_runner(spec: Spec, w: Workload) -> Runner:
     bt = w.batched
     b = bt.batches[0].batch_size
     if spec.variant == "fast":
-        opts = spec.fast_options()
-        if spec.hot:
-            opts["hot_rows"] = kernels.hot_rows_from_trace(bt.trace)
-        tbe = bt.tbe.sharing("fast", opts)
+        tbe = bt.tbe.sharing("fast", spec.fast_options())
 
         info = {"time_includes_extra": "one launch, all tables"}
 

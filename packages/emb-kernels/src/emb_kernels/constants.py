@@ -89,14 +89,6 @@ FAST_AUTO_ASYNC_MIN_TABLES = 2
 # against 163.2-164.2 with the automatic segments, the inference TBE 161.0-161.4.
 FAST_AUTO_ASYNC_SEGMENT_ROWS = 32
 FAST_ASYNC_WARPS = 4
-# `hot_rows` (D = 8 ring kernels without the fallback, `_a8oh`): up to FAST_HOT_IDS ids per
-# table, one per lane, whose rows are copied through L1 (cp.async.ca) while the others go
-# through L2 only; the launch sizes the shared-memory carveout to its resident rings
-# (FAST_ASYNC8_ONLY_BLOCKS blocks per SM) instead of the maximum, so L1 keeps room for them.
-# Why: on MLPerf multi-hot the ring and FBGEMM's TBE are both bound by L2 throughput (H200
-# run 4, ncu); skewed ids repeat their hottest rows, which L1 can serve. Unmeasured.
-FAST_HOT_IDS = 32
-FAST_ASYNC8_ONLY_BLOCKS = 10  # __launch_bounds__ of the `_a8o*` kernels (EK_ASYNC8_ONLY_MIN_BLOCKS)
 FAST_ASYNC_SLOT_BYTES = 512  # one row slot of a warp: 32 lanes x 16 bytes
 # Tables go into a launch longest work unit first (meta field 9 = the table's index): units
 # are dispatched in order, so long chains (mlperf's 100-id bags) start first and the short

@@ -31,9 +31,7 @@ from emb_kernels import launch as L
 from emb_kernels.constants import (
     BASELINE_BLOCK,
     BASELINE_GRID,
-    FAST_ASYNC8_ONLY_BLOCKS,
     FAST_ASYNC_ROWS,
-    FAST_ASYNC_SLOT_BYTES,
     FAST_ASYNC_WARPS,
     FAST_AUTO_ASYNC_MIN_TABLES,
     FAST_AUTO_ASYNC_ROWS,
@@ -45,7 +43,6 @@ from emb_kernels.constants import (
     FAST_COOP_UNROLL,
     FAST_DEFAULT_UNROLL,
     FAST_HINT_UNROLLS,
-    FAST_HOT_IDS,
     FAST_LONGEST_FIRST,
     FAST_MAX_ROWS,
     FAST_META_STRIDE,
@@ -104,7 +101,6 @@ def fast_name(
     seg_unroll: int = 4,
     async_rows: int = 0,
     async_only: bool = False,
-    hot: bool = False,
 ) -> str:
     t, i = TYPE_NAMES[dtype], INDEX_NAMES[index_dtype]
     if block_warps:
@@ -116,13 +112,7 @@ def fast_name(
             raise ValueError(f"fast: no async_rows={async_rows} kernel for {dtype}, "
                              f"{vec_bytes}-byte vectors, split={split}, coop={coop}, "
                              f"seg_unroll={seg_unroll}")  # fmt: skip
-        if hot and not (async_only and async_rows == 8):
-            raise ValueError("fast: hot_rows kernels exist for the D = 8 ring without fallback")
-        return (
-            f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}"
-            + ("o" if async_only else "")
-            + ("h" if hot else "")
-        )
+        return f"ek_fast_seg_{kind}_{t}_{i}_v16_a{async_rows}" + ("o" if async_only else "")
     s = "s" if split else ""
     if seg_unroll != 4:
         if split or seg_unroll not in FAST_SEG_UNROLLS or dtype != torch.float32:
@@ -162,9 +152,6 @@ def all_kernel_names() -> dict[str, list[str]]:
                 fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=d, async_only=o)
                                   for d in FAST_ASYNC_ROWS for is_max in (False, True)
                                   for o in (False, True))  # fmt: skip
-                fast_async.extend(fast_name(dtype, idx, is_max, 16, 4, async_rows=8,
-                                            async_only=True, hot=True)
-                                  for is_max in (False, True))  # fmt: skip
                 fast.extend(fast_name(dtype, idx, False, 16, u) for u in FAST_UNROLLS_F32_V16)
                 fast.extend(
                     fast_name(dtype, idx, False, 16, u, hint=True) for u in FAST_HINT_UNROLLS
@@ -183,7 +170,7 @@ def fast_source(name: str) -> str:
     FAST_X_SOURCE, the async_rows ones (``_a<D>``) in FAST_ASYNC_SOURCE, the others in
     FAST_SOURCE."""
     if name.startswith("ek_fast_seg_") and name.endswith(
-        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o", "oh"))
+        tuple(f"_a{d}{o}" for d in FAST_ASYNC_ROWS for o in ("", "o"))
     ):
         return FAST_ASYNC_SOURCE
     if name.endswith(("_u4s", "_u8cs", "_u8c8")) or (
@@ -295,7 +282,6 @@ class FastPlan:
     split: tuple[int, ...] = ()  # warps per bag of each table (split kernels); () = none
     seg_unroll: int = 4  # rows in flight per lane in the segmented path (8: `_u8`, `_u8c8`)
     async_rows: int = 0  # D of the `_a<D>` kernels (rows per warp in shared memory); 0 = none
-    hot: bool = False  # `_a8oh`: meta carries FAST_HOT_IDS hot ids per table (hot_rows)
     # the path each table takes, in table order: "block<W>", "async<D>[ K=<k>]", "split<S>",
     # "coop", "segmented K=<k>" or "warp" (one bag per lane group, rows in registers)
     paths: tuple[str, ...] = ()
@@ -339,47 +325,6 @@ def _auto_async_rows(dtype: torch.dtype, elem: int, dims: Sequence[int], opts: d
     return FAST_AUTO_ASYNC_ROWS
 
 
-def _hot_meta(hot_rows, rows: Sequence[int], ring_only: int) -> list[int] | None:
-    """The hot ids appended to a ``_a8oh`` plan's meta: FAST_HOT_IDS per table, in table
-    order, -1 where a table has fewer (or None). Checks every id against its table."""
-    if hot_rows is None:
-        return None
-    if ring_only != 8:
-        raise ValueError("fast: hot_rows needs the D = 8 ring on every table (float32 rows of "
-                         ">= 128 floats, async_rows 8 or the default, async_only not False)")  # fmt: skip
-    if isinstance(hot_rows, (str, bytes)) or len(hot_rows) != len(rows):
-        got = hot_rows if isinstance(hot_rows, (str, bytes)) else len(hot_rows)
-        raise ValueError(f"fast: hot_rows needs one entry per table ({len(rows)}), got {got!r}")
-    out: list[int] = []
-    for t, ids in enumerate(hot_rows):
-        ids = [] if ids is None else [int(i) for i in ids]
-        if len(ids) > FAST_HOT_IDS:
-            raise ValueError(f"fast: hot_rows[{t}] has {len(ids)} ids; at most {FAST_HOT_IDS}")
-        bad = [i for i in ids if not 0 <= i < rows[t]]
-        if bad:
-            raise ValueError(f"fast: hot_rows[{t}] has ids outside the table of {rows[t]} rows: "
-                             f"{bad[:5]}")  # fmt: skip
-        out += ids + [-1] * (FAST_HOT_IDS - len(ids))
-    return out
-
-
-def hot_rows_from_trace(ids_per_table: Sequence[Tensor], k: int = FAST_HOT_IDS) -> list[list[int]]:
-    """The ``k`` most frequent ids of each table in a trace (one id tensor per table; ties
-    to the smaller id), for ``plan_fast(hot_rows=...)``."""
-    if not 0 < k <= FAST_HOT_IDS:
-        raise ValueError(f"hot_rows_from_trace: k must be in 1..{FAST_HOT_IDS}, got {k}")
-    out = []
-    for ids in ids_per_table:
-        ids = torch.as_tensor(ids).reshape(-1).to("cpu", torch.int64)
-        if ids.numel() == 0:
-            out.append([])
-            continue
-        uniq, counts = torch.unique(ids, return_counts=True)  # sorted by id
-        order = torch.argsort(-counts, stable=True)[:k]
-        out.append(uniq[order].tolist())
-    return out
-
-
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -412,7 +357,6 @@ def plan_fast(
     seg_unroll: int | None = None,
     async_rows: int | None = None,
     async_only: bool | None = None,
-    hot_rows: Sequence[Sequence[int] | None] | None = None,
 ) -> FastPlan:
     """Choose vector width, mode (warp or block per bag) and work units for a fast launch.
 
@@ -455,10 +399,6 @@ def plan_fast(
     launch uses the ``_a<D>o`` kernel, compiled without the fallback and so with fewer
     registers and more resident warps (``async_only``: None picks it then, False keeps the
     kernel with the fallback, True requires it and raises where a table cannot take the ring).
-    ``hot_rows`` (one entry per table: up to FAST_HOT_IDS row ids, or None) copies those
-    rows through L1 and the others through L2 only (kernels ``_a8oh``: the D = 8 ring
-    without fallback, so every table must take the ring; :func:`hot_rows_from_trace` picks
-    them from a trace). Unmeasured: see constants.FAST_HOT_IDS.
     """
     if any(r > FAST_MAX_ROWS for r in rows):
         raise ValueError(
@@ -635,7 +575,6 @@ def plan_fast(
         raise ValueError("fast: async_only=True needs every table on the ring (float32, rows of "
                          ">= 128 floats, 16-byte aligned, async_rows set)")  # fmt: skip
     only = every_table_async if async_only is None else async_only
-    hot_ids = _hot_meta(hot_rows, rows, ring if only else 0)
 
     def path(t: int) -> str:
         _, lanes, _ = shapes[t]
@@ -665,7 +604,6 @@ def plan_fast(
             8 if seg8 else 4,
             ring,
             only,
-            hot_ids is not None,
         ),
         vec_bytes=vb,
         unroll=unroll,
@@ -674,12 +612,11 @@ def plan_fast(
         segmented=segmented,
         coop=coop,
         total_units=unit,
-        meta=torch.tensor(meta + (hot_ids or []), dtype=torch.int64).to(device),
+        meta=torch.tensor(meta, dtype=torch.int64).to(device),
         grid=grid,
         split=tuple(parts) if is_split else (),
         seg_unroll=8 if seg8 else 4,
         async_rows=ring,
-        hot=hot_ids is not None,
         paths=tuple(path(t) for t in range(len(dims))),
     )
 
@@ -828,10 +765,7 @@ def launch_fast(
             "with segment_rows=0 (or block_warps) instead"
         )
     fn = L.get_function(plan.source, plan.name, None, weights.device)
-    if plan.hot:  # room in L1 for the hot rows: a carveout sized to the resident rings
-        ring = FAST_ASYNC_WARPS * plan.async_rows * FAST_ASYNC_SLOT_BYTES
-        L.prefer_shared_carveout(fn, FAST_ASYNC8_ONLY_BLOCKS * (ring + 1024))
-    elif plan.async_rows:  # the ring is shared memory: ask for the largest carveout (a hint)
+    if plan.async_rows:  # the ring is shared memory: ask for the largest carveout (a hint)
         L.prefer_max_shared(fn)
     args = [
         L.ptr(indices),

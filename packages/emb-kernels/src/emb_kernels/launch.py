@@ -207,15 +207,6 @@ def prefer_max_shared(fn) -> None:
     _set_carveout(fn, 100)
 
 
-def prefer_shared_carveout(fn, smem_bytes: int) -> None:
-    """Ask for a shared-memory carveout of at least ``smem_bytes`` per SM for ``fn`` (a
-    percentage of the device's maximum, rounded up), leaving the rest of the unified cache
-    to L1."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    full = int(getattr(props, "shared_memory_per_multiprocessor", 0)) or 228 * 1024
-    _set_carveout(fn, max(1, min(100, -(-100 * int(smem_bytes) // full))))
-
-
 def max_active_blocks(fn, block_threads: int, dynamic_smem: int = 0) -> int:
     drv = driver_module()
     return int(

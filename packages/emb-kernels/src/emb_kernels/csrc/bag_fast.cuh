@@ -357,7 +357,6 @@ __device__ __forceinline__ int ek_gather_coop(
 // stream); only `active` lanes (vec < nvec) copy, read and write. Positions are 32-bit.
 #define EK_ASYNC_WARPS 4  // warps per block of the async kernels (kernels.FAST_ASYNC_WARPS)
 #define EK_ASYNC_SLOT_BYTES 512  // one row slot of a warp: 32 lanes x 16 bytes
-#define EK_HOT_IDS 32  // hot ids per table of the `_a<D>oh` kernels (one per lane)
 
 __device__ __forceinline__ u32 ek_smem_addr(const void* p) {
   u32 a;
@@ -366,14 +365,6 @@ __device__ __forceinline__ u32 ek_smem_addr(const void* p) {
 }
 __device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-// l1: .ca, the copy also allocates in L1 (the hot rows of the `hot_rows` kernels, `_a<D>oh`)
-__device__ __forceinline__ void ek_cp_async16(u32 dst, const void* src, bool l1) {
-  if (l1) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-  } else {
-    ek_cp_async16(dst, src);
-  }
 }
 
 __device__ __forceinline__ void ek_cp_async_commit() {
@@ -391,12 +382,12 @@ __device__ __forceinline__ EkVec<16> ek_ld_shared16(u32 a) {
   return v;
 }
 
-template <typename T, typename I, int D, bool IS_MAX, bool HOT = false>
+template <typename T, typename I, int D, bool IS_MAX>
 __device__ __forceinline__ void ek_gather_async(
     const I* __restrict__ indices, const I* __restrict__ offs, const T* __restrict__ psw,
     const char* __restrict__ rows_base, i64 row_bytes, i64 rows, i64 padding_idx, i64 bag0,
     i64 bag1, bool active, T* __restrict__ out, i64 out_stride, i64 out_col, int mode,
-    u64* err, int table, int hot = -1) {
+    u64* err, int table) {
   static_assert(D >= 2 && D <= 16 && (D & (D - 1)) == 0, "D: a power of two, 2..16");
   constexpr int NE = EkElems<T, 16>::NE;
   constexpr unsigned FULL = 0xffffffffu;
@@ -429,11 +420,9 @@ __device__ __forceinline__ void ek_gather_async(
     const int code = __shfl_sync(FULL, id_a, q);
     if (code >= 0) {  // warp-uniform: `code` comes from a shuffle
       live |= 1u << q;
-      // every lane takes part in the hot test's ballot; inactive lanes copy nothing
-      const bool l1 = HOT && __ballot_sync(FULL, hot == code) != 0u;
       if (active) {
         ek_cp_async16(slot0 + q * EK_ASYNC_SLOT_BYTES,
-                      rows_base + ek_row_offset(code, row_bytes), l1);
+                      rows_base + ek_row_offset(code, row_bytes));
       }
     }
     ek_cp_async_commit();
@@ -489,10 +478,8 @@ __device__ __forceinline__ void ek_gather_async(
     live &= ~(1u << s);
     if (code >= 0) {
       live |= 1u << s;
-      const bool l1 = HOT && __ballot_sync(FULL, hot == code) != 0u;
       if (active) {
-        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes),
-                      l1);
+        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes));
       }
     }
     ek_cp_async_commit();
@@ -570,7 +557,7 @@ __device__ __forceinline__ void ek_split_bag(
 }
 
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool COOP = false,
-          bool SPLIT = false, int ASYNC = 0, bool ASYNC_ONLY = false, bool HOT = false>
+          bool SPLIT = false, int ASYNC = 0, bool ASYNC_ONLY = false>
 __device__ __forceinline__ void ek_fast_seg(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
     const T* __restrict__ psw, const i64* __restrict__ meta, int num_tables, i64 batch,
@@ -605,15 +592,11 @@ __device__ __forceinline__ void ek_fast_seg(
       if (bag0 >= batch) return;  // the same bag0 for all 32 lanes
       const i64 bag1 = bag0 + kb < batch ? bag0 + kb : batch;
       const bool active = vec < nvec;
-      // `_a<D>oh` kernels: lane i holds hot id i of the table (EK_HOT_IDS per table after
-      // the meta's tables, -1 where none); rows with those ids are copied through L1
-      const int hot =
-          HOT ? (int)meta[(i64)num_tables * EK_META_STRIDE + (i64)tab * EK_HOT_IDS + lane] : -1;
-      ek_gather_async<T, I, ASYNC, IS_MAX, HOT>(
+      ek_gather_async<T, I, ASYNC, IS_MAX>(
           indices, offsets + tab * batch, psw,
           (const char*)(weights + m[EK_M_WOFF]) + (active ? vec * VB : 0),
           m[EK_M_DIM] * (i64)sizeof(T), m[EK_M_ROWS], padding_idx, bag0, bag1, active, out,
-          out_stride, m[EK_M_OUTCOL] + vec * NE, mode, err, tab, hot);
+          out_stride, m[EK_M_OUTCOL] + vec * NE, mode, err, tab);
       return;
     }
     // `_a<D>o` kernels: the host launches them only when every table takes the ring, so the

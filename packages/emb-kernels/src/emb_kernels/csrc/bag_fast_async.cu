@@ -22,14 +22,6 @@
       ek_fast_seg_##KIND##_f32_##IN##_v16_a##D##o(EK_FAST_PARAMS(float, I)) {          \
     ek_fast_seg<float, I, 16, 4, IS_MAX, false, false, D, true>(EK_FAST_ARGS);        \
   }
-// ..._a<D>oh: the same, where the rows of each table's hot ids (`hot_rows`, at most
-// EK_HOT_IDS, after the meta's tables) are copied through L1 (cp.async.ca) and the others
-// through L2 only, so the hot rows stay in L1 (the launch sizes the carveout to the ring)
-#define EK_INST_ASYNC_HOT(KIND, IS_MAX, IN, I, D, MINB)                                   \
-  extern "C" __global__ void __launch_bounds__(EK_ASYNC_WARPS * 32, MINB)                 \
-      ek_fast_seg_##KIND##_f32_##IN##_v16_a##D##oh(EK_FAST_PARAMS(float, I)) {             \
-    ek_fast_seg<float, I, 16, 4, IS_MAX, false, false, D, true, true>(EK_FAST_ARGS);      \
-  }
 #ifndef EK_ASYNC8_ONLY_MIN_BLOCKS
 #define EK_ASYNC8_ONLY_MIN_BLOCKS 10
 #endif
@@ -43,7 +35,3 @@ EK_INST_ASYNC_D(i32, int, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
 EK_INST_ASYNC_D(i64, i64, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
 EK_INST_ASYNC_D(i32, int, 16, 7)
 EK_INST_ASYNC_D(i64, i64, 16, 7)
-EK_INST_ASYNC_HOT(sum, false, i32, int, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
-EK_INST_ASYNC_HOT(max, true, i32, int, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
-EK_INST_ASYNC_HOT(sum, false, i64, i64, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
-EK_INST_ASYNC_HOT(max, true, i64, i64, 8, EK_ASYNC8_ONLY_MIN_BLOCKS)
