@@ -131,6 +131,18 @@ def test_schedule_shards_a_kernel_that_does_not_fit():
     assert sched.overflow_ms == 0
 
 
+def test_schedule_takes_another_stage_before_overflowing():
+    # emb_bwd + grad_comm cover the kernel's cost (0.215 >= 0.21), but its two shards cost
+    # 0.02 more than the whole: the next stage with room (mlp_fwd) is taken, nothing overflows
+    k = _kernel("logit", 10)
+    budgets = {"emb_fwd": 0.0, "mlp_fwd": 0.10, "mlp_bwd": 0.0, "emb_bwd": 0.11, "grad_comm": 0.105}
+    sched = schedule_gpu(0, [k], _cost, budgets, {s: 1.0 for s in budgets})
+    assert sched.chosen == ["mlp_fwd", "emb_bwd", "grad_comm"] and sched.overflow_ms == 0
+    assert [(p.stage, p.shard) for p in sched.placed] == [
+        ("mlp_fwd", (0, 4)), ("emb_bwd", (4, 9)), ("grad_comm", (9, 10))]  # fmt: skip
+    assert all(sched.load(s) <= b + 1e-12 for s, b in budgets.items())
+
+
 def test_schedule_reports_overflow():
     budgets = {s: 0.05 for s in ("emb_fwd", "mlp_fwd", "mlp_bwd", "emb_bwd", "grad_comm")}
     sched = schedule_gpu(0, [_kernel("logit", 40)], _cost, budgets, {s: 1.0 for s in budgets})

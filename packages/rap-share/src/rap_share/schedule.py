@@ -2,7 +2,9 @@
 
 1. Sum the predicted cost of all fused kernels of the GPU.
 2. Rank stages by budget / base time (most spare first) and take stages in that order until
-   their budgets cover the total.
+   their budgets cover the total. If packing (step 3) then leaves kernels over, because
+   sharding added cost, take the next stage in that order and pack again, until nothing is
+   left or every stage with a budget is taken.
 3. Walk the chosen stages in execution order and pack kernels, kept in fused (level) order,
    while they fit. A kernel that does not fit is **sharded**: its first k columns (the largest
    k that fits) go into this stage, the rest continue into the next chosen stage.
@@ -83,22 +85,41 @@ def schedule_gpu(
     total = sum(costs)
     rank = sorted(STAGES, key=lambda s: (-budgets.get(s, 0.0) / max(stage_ms.get(s, 1.0), 1e-9),
                                          STAGES.index(s)))  # fmt: skip
+    usable = [s for s in rank if budgets.get(s, 0.0) > 0]
     chosen, cover = [], 0.0
-    for s in rank:
+    for s in usable:
         if cover >= total and chosen:
             break
-        if budgets.get(s, 0.0) <= 0:
-            continue
         chosen.append(s)
         cover += budgets[s]
+    while True:
+        placed, queue = _pack(kernels, costs, cost, budgets, [s for s in STAGES if s in chosen])
+        if not queue or len(chosen) == len(usable):
+            break
+        # sharding added cost (each shard pays its own fixed part), so the chosen budgets no
+        # longer hold everything: take the next stage with room rather than overflow
+        chosen.append(usable[len(chosen)])
     sched.chosen = [s for s in STAGES if s in chosen]
+    sched.placed = placed
+    for k, c, shard in queue:  # overflow
+        sched.placed.append(Placed(k, "grad_comm", c, shard))
+    over = sched.load("grad_comm") - budgets.get("grad_comm", 0.0)
+    sched.overflow_ms = max(0.0, over) if queue else 0.0
+    return sched
+
+
+def _pack(kernels: list[FusedKernel], costs: list[float], cost: Cost, budgets: dict[str, float],
+          stages: list[str]) -> tuple[list[Placed], list[tuple]]:  # fmt: skip
+    """Step 3 of the module docstring over ``stages`` (execution order): the placed kernels
+    and shards, and what did not fit (``(kernel, cost, shard)``, in order)."""
+    placed: list[Placed] = []
     queue = [(k, c, None) for k, c in zip(kernels, costs)]
-    for s in sched.chosen:
+    for s in stages:
         left = budgets[s]
         while queue:
             k, c, shard = queue[0]
             if c <= left + 1e-12:
-                sched.placed.append(Placed(k, s, c, shard))
+                placed.append(Placed(k, s, c, shard))
                 left -= c
                 queue.pop(0)
                 continue
@@ -115,11 +136,7 @@ def schedule_gpu(
             if fit_k:
                 base = shard[0] if shard else 0
                 head, tail = k.shard(0, fit_k), k.shard(fit_k, k.degree)
-                sched.placed.append(Placed(head, s, fit_c, (base, base + fit_k)))
+                placed.append(Placed(head, s, fit_c, (base, base + fit_k)))
                 queue[0] = (tail, cost(tail), (base + fit_k, base + k.degree))
             break
-    for k, c, shard in queue:  # overflow
-        sched.placed.append(Placed(k, "grad_comm", c, shard))
-    over = sched.load("grad_comm") - budgets.get("grad_comm", 0.0)
-    sched.overflow_ms = max(0.0, over) if queue else 0.0
-    return sched
+    return placed, queue
