@@ -97,11 +97,12 @@ def test_eager_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_ca
 
 
 def test_rap_packs_each_batch_ahead_during_the_backward_pass(raw_path, monkeypatch):
-    """The CUDA-graph path's ``rap`` loop: the host half of batch i's load (``prepare``) is
-    posted when step i - 2 reaches PREPARE_STAGE, so the worker (one thread, jobs in posting
+    """The CUDA-graph path's ``rap`` loop with ``pack_ahead``: the host half of batch i's load
+    (``prepare``) is posted when step i - 2 reaches PREPARE_STAGE, so the worker (one thread, jobs in posting
     order) runs it after load(i - 1) and before load(i), once per batch (a spy runner on the
     CPU, standing in for a captured one)."""
-    tr = corun.Trainer(corun.Config(**SMALL, graphs=True), 0, torch.device("cpu"), raw_path)
+    tr = corun.Trainer(corun.Config(**SMALL, graphs=True, pack_ahead=True), 0,
+                       torch.device("cpu"), raw_path)  # fmt: skip
     real = tr.rap_runner()
     log = []
 
@@ -132,6 +133,14 @@ def test_rap_packs_each_batch_ahead_during_the_backward_pass(raw_path, monkeypat
         k = log.index(("prepare", it))
         assert log[k - 1] == (corun.PREPARE_STAGE, it - 1), log[k - 3 : k + 1]
     assert res["worker_ms"]["prepare"] >= 0 and np.isfinite(res["losses"]).all()
+    # switched off (the default): every load packs its own batch
+    log.clear()
+    tr.cfg.pack_ahead = False
+    assert np.isfinite(tr.run("rap")["losses"]).all()
+    assert not [e for e in log if e[0] == "prepare"] and ("load", total) in log
+    assert figures.parser().parse_args(["figure10", "--pack-ahead"]).pack_ahead is True
+    assert figures.parser().parse_args(["figure10"]).pack_ahead is False
+    assert corun.Config().pack_ahead is False
 
 
 @pytest.mark.parametrize("variant", ["ideal", "rap", "cuda_stream"])

@@ -100,6 +100,12 @@ class Config:
     # their spinning pools delay each other's host work (the trainer's launches, the RAP
     # worker's loads)
     cpu_threads: int = 0
+    # True: the CUDA-graph path's ``rap`` worker packs the batch after next during the
+    # trainer's backward (StagedRunner.prepare at PREPARE_STAGE) instead of at the start of
+    # each step. Off by default: on 2 x H200 RAP's throughput fell 5-14 % with it in all four
+    # figure-10 configurations (docs/rap-share/figures.md, third session); not yet A/B'd in
+    # one call
+    pack_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.trainer_priority not in TRAINER_PRIORITIES:
@@ -682,7 +688,8 @@ class Trainer:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
                                      not runner.graphed, total, tick, losses,
-                                     runner.prepare if runner.graphed else None)  # fmt: skip
+                                     runner.prepare if runner.graphed and self.cfg.pack_ahead
+                                     else None)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):

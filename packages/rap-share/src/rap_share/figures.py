@@ -141,7 +141,8 @@ def measure(args, variants) -> tuple[list[dict], str]:
                    solver=args.solver, cost_model=args.cost_model,
                    graphs=graphs_enabled(getattr(args, "graphs", None)),
                    trainer_priority=getattr(args, "trainer_priority", "high"),
-                   cpu_threads=getattr(args, "cpu_threads", 0))
+                   cpu_threads=getattr(args, "cpu_threads", 0),
+                   pack_ahead=getattr(args, "pack_ahead", False))
             for p in args.plans for b in args.batches]  # fmt: skip
     out_path = os.path.join(tmp, "runs.jsonl")
     mps = MpsDaemon()
@@ -440,6 +441,14 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="torch CPU threads per rank (0: half the cores split among the ranks, 1 to 4)",
+    )
+    p.add_argument(
+        "--pack-ahead",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="rap (CUDA-graph path): pack the batch after next during the trainer's backward "
+        "(measured slower on 2 x H200, so off by default); off: each batch is packed at the "
+        "start of the step before it",
     )
     p.add_argument(
         "--no-diagnostics",

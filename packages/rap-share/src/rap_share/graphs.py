@@ -146,9 +146,10 @@ class StagedRunner:
 
     def prepare(self, it: int) -> None:
         """The host half of :meth:`load`, done ahead: batch ``it``'s raw rows packed into
-        pinned host tensors, which its :meth:`load` then only copies. The ``rap`` loop calls
-        it from the worker while the trainer is in its backward pass (no GIL needed there), so
-        the packing's Python does not delay the trainer's launches of the next forward."""
+        pinned host tensors, which its :meth:`load` then only copies. With
+        ``Config.pack_ahead`` (off by default: measured slower) the ``rap`` loop calls it from
+        the worker while the trainer is in its backward pass, so that the packing's Python
+        does not delay the trainer's launches of the next forward."""
         if self.graphed:
             self._host[it] = self._pack(it)
 
