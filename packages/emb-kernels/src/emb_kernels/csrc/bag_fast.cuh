@@ -440,49 +440,51 @@ __device__ __forceinline__ void ek_gather_async(
     }
 #pragma unroll
     for (int s = 0; s < D; ++s) {
-    const int r = r0 + s;
-    if (r >= n) break;  // warp-uniform
-    while (r >= cur_end) {  // bag `cur` is complete (possibly empty): write it
-      if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
+      const int r = r0 + s;
+      if (r >= n) break;  // warp-uniform
+      while (r >= cur_end) {  // bag `cur` is complete (possibly empty): write it
+        if (active)
+          ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
 #pragma unroll
-      for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-      count = 0;
-      cur += 1;
-      cur_end = nxt_end;
-      nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
-    }
-    const float scale = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, w_a, r & 31) : 1.f;
-    ek_cp_async_wait<D - 1>();  // row r (the oldest of D groups) has landed
-    if (live & (1u << s)) {
-      if (active) {
-        const EkVec<16> v = ek_ld_shared16(slot0 + s * EK_ASYNC_SLOT_BYTES);
+        for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+        count = 0;
+        cur += 1;
+        cur_end = nxt_end;
+        nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
+      }
+      const float scale = (!IS_MAX && w8 != 0) ? __shfl_sync(FULL, w_a, r & 31) : 1.f;
+      ek_cp_async_wait<D - 1>();  // row r (the oldest of D groups) has landed
+      if (live & (1u << s)) {
+        if (active) {
+          const EkVec<16> v = ek_ld_shared16(slot0 + s * EK_ASYNC_SLOT_BYTES);
 #pragma unroll
-        for (int j = 0; j < NE; ++j) {
-          const float x = ek_elem<T, 16>(v, j);
-          if (IS_MAX) {
-            acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
-          } else {
-            acc[j] += scale * x;
+          for (int j = 0; j < NE; ++j) {
+            const float x = ek_elem<T, 16>(v, j);
+            if (IS_MAX) {
+              acc[j] = fmaxf(acc[j], x);  // starts at -inf; count == 0 writes 0
+            } else {
+              acc[j] += scale * x;
+            }
           }
         }
+        count += 1;
       }
-      count += 1;
-    }
-    // row r + D into the freed slot (its id is in chunk r / 32 or the next). The lane's own
-    // ld.shared of slot s above must be done before its cp.async overwrites the slot: the
-    // hardware orders them in practice, __syncwarp() makes it a guarantee (memory ordering
-    // among the warp's lanes; all lanes get here, n is the same for the whole warp).
-    __syncwarp();
-    const int q = r + D;
-    const int code = __shfl_sync(FULL, (q >> 5) == (r >> 5) ? id_a : id_b, q & 31);
-    live &= ~(1u << s);
-    if (code >= 0) {
-      live |= 1u << s;
-      if (active) {
-        ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES, rows_base + ek_row_offset(code, row_bytes));
+      // row r + D into the freed slot (its id is in chunk r / 32 or the next). The lane's own
+      // ld.shared of slot s above must be done before its cp.async overwrites the slot: the
+      // hardware orders them in practice, __syncwarp() makes it a guarantee (memory ordering
+      // among the warp's lanes; all lanes get here, n is the same for the whole warp).
+      __syncwarp();
+      const int q = r + D;
+      const int code = __shfl_sync(FULL, (q >> 5) == (r >> 5) ? id_a : id_b, q & 31);
+      live &= ~(1u << s);
+      if (code >= 0) {
+        live |= 1u << s;
+        if (active) {
+          ek_cp_async16(slot0 + s * EK_ASYNC_SLOT_BYTES,
+                        rows_base + ek_row_offset(code, row_bytes));
+        }
       }
-    }
-    ek_cp_async_commit();
+      ek_cp_async_commit();
     }
   }
   while (cur < nb) {  // the last bag with ids, then any empty bags after it
