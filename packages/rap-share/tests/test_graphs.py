@@ -278,6 +278,11 @@ def test_diagnostics_rows_and_summary(setup, tmp_path, on):
     assert other not in page
     assert figures.path_note([{"graphs": True}, {"graphs": False}]) == (
         "CUDA-graph path (default) and eager path (`--no-graphs`)")  # fmt: skip
+    # a regenerated page keeps the notes a person added below the figures, once
+    notes = "## Runs of some day\n\nwhat was learned\n"
+    (tmp_path / "figures.md").write_text(page + notes)
+    again = figures.write_page(tmp_path / "out", tmp_path / "figures.md").read_text()
+    assert again == page + notes and again.count("## figure10") == 1
     assert figures.path_note([{"variant": "rap"}]) == ""  # rows older than the switch
 
 

@@ -321,8 +321,25 @@ def path_note(rows: list[dict]) -> str:
     return " and ".join(names[g] for g in (True, False) if g in used)
 
 
+def hand_sections(text: str) -> str:
+    r"""The ``## `` sections of a figures page other than the generated ones (``## figure9``,
+    ``## figure10``), in order: the notes a person added, which :func:`write_page` keeps.
+
+    >>> hand_sections("# t\n\nintro\n\n## figure9\n\nx\n\n## Runs of today\n\nnote\n")
+    '## Runs of today\n\nnote\n'
+    """
+    kept, keep = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            keep = line.strip() not in ("## figure9", "## figure10")
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
 def write_page(out_dir: Path, docs: Path) -> Path:
-    """docs/rap-share/figures.md from the latest rows of both figures found in ``out_dir``."""
+    """docs/rap-share/figures.md from the latest rows of both figures found in ``out_dir``;
+    the page's other ``## `` sections (notes on earlier runs) are kept after them."""
     from rec_common.results import read_rows
 
     lines = ["# rap-share: RAP figures 9 and 10, reproduced", "",
@@ -365,8 +382,9 @@ def write_page(out_dir: Path, docs: Path) -> Path:
                   + ".", "",
                   f"![{fig}]({fig}.png)", ""]  # fmt: skip
         lines += [*summary(rows, fig), ""]
+    keep = hand_sections(docs.read_text(encoding="utf-8")) if docs.is_file() else ""
     docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    docs.write_text("\n".join(lines) + "\n" + keep, encoding="utf-8")
     return docs
 
 
