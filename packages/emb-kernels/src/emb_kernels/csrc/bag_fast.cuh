@@ -153,6 +153,17 @@ __device__ __forceinline__ void ek_write_out(T* out, i64 elem_offset, const floa
   ek_store<VB>((void*)(out + elem_offset), o);
 }
 
+// Bag `cur` of a lane group's id stream is complete (possibly empty): write it (where
+// `write`) and restart the sums for the next one (the segmented and async gathers)
+template <typename T, int VB, bool IS_MAX>
+__device__ __forceinline__ void ek_flush_bag(bool write, T* __restrict__ out, i64 elem_offset,
+                                             float* acc, int& count, int mode) {
+  if (write) ek_write_out<T, VB>(out, elem_offset, acc, count, mode);
+#pragma unroll
+  for (int j = 0; j < EkElems<T, VB>::NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
+  count = 0;
+}
+
 template <typename T, typename I, int VB, int U, bool IS_MAX, bool HINT>
 __device__ __forceinline__ void ek_fast_warp(
     const I* __restrict__ indices, const I* __restrict__ offsets, const T* __restrict__ weights,
@@ -242,10 +253,8 @@ __device__ __forceinline__ void ek_gather_segments(
       const int p = r + u;
       if (p < n) {
         while (p >= cur_end) {  // bag `cur` is complete (possibly empty): write it
-          ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
-#pragma unroll
-          for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-          count = 0;
+          ek_flush_bag<T, VB, IS_MAX>(true, out, (bag0 + cur) * out_stride + out_col, acc, count,
+                                      mode);
           cur += 1;
           cur_end = nxt_end;
           nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
@@ -267,10 +276,7 @@ __device__ __forceinline__ void ek_gather_segments(
     }
   }
   while (cur < nb) {  // the last bag with ids, then any empty bags after it
-    ek_write_out<T, VB>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
-#pragma unroll
-    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-    count = 0;
+    ek_flush_bag<T, VB, IS_MAX>(true, out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
     cur += 1;
   }
 }
@@ -443,11 +449,8 @@ __device__ __forceinline__ void ek_gather_async(
       const int r = r0 + s;
       if (r >= n) break;  // warp-uniform
       while (r >= cur_end) {  // bag `cur` is complete (possibly empty): write it
-        if (active)
-          ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
-#pragma unroll
-        for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-        count = 0;
+        ek_flush_bag<T, 16, IS_MAX>(active, out, (bag0 + cur) * out_stride + out_col, acc, count,
+                                    mode);
         cur += 1;
         cur_end = nxt_end;
         nxt_end = cur + 1 < nb ? (int)((i64)offs[bag0 + cur + 2] - first) : n;
@@ -488,10 +491,7 @@ __device__ __forceinline__ void ek_gather_async(
     }
   }
   while (cur < nb) {  // the last bag with ids, then any empty bags after it
-    if (active) ek_write_out<T, 16>(out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
-#pragma unroll
-    for (int j = 0; j < NE; ++j) acc[j] = ek_acc_init<IS_MAX>();
-    count = 0;
+    ek_flush_bag<T, 16, IS_MAX>(active, out, (bag0 + cur) * out_stride + out_col, acc, count, mode);
     cur += 1;
   }
 }
