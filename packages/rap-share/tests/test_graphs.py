@@ -96,51 +96,61 @@ def test_eager_path_uses_neither_runner_nor_cache_nor_packing(raw_path, fresh_ca
     assert fused.constants_cached() is False  # restored after the run
 
 
-def test_rap_packs_each_batch_ahead_during_the_backward_pass(raw_path, monkeypatch):
-    """The CUDA-graph path's ``rap`` loop with ``pack_ahead``: the host half of batch i's load
-    (``prepare``) is posted when step i - 2 reaches PREPARE_STAGE, so the worker (one thread, jobs in posting
-    order) runs it after load(i - 1) and before load(i), once per batch (a spy runner on the
-    CPU, standing in for a captured one)."""
-    tr = corun.Trainer(corun.Config(**SMALL, graphs=True, pack_ahead=True), 0,
-                       torch.device("cpu"), raw_path)  # fmt: skip
+def test_rap_builds_model_inputs_once_per_static_slot(raw_path, monkeypatch):
+    """On the CUDA-graph path the runner's outputs are static buffers, one set per slot, with
+    the trainer's ids already folded (``fold``): the loop builds each slot's model inputs once
+    and trains on the buffers' new contents every step. A spy runner on the CPU copies each
+    batch into two static sets, as the graphs write into theirs; the losses equal the eager
+    path's, so the reused inputs do see every new batch."""
+    tr = corun.Trainer(corun.Config(**SMALL, graphs=True), 0, torch.device("cpu"), raw_path)
     real = tr.rap_runner()
-    log = []
+    static: dict[int, dict] = {}
 
     class Spy:
-        graphed = True  # so the loop passes prepare; the work itself is the eager runner's
-
-        def prepare(self, it):
-            log.append(("prepare", it))
-
-        def load(self, it, free=None):
-            log.append(("load", it))
-            real.load(it, free)
-
-        def stage(self, s, it):
-            log.append((s, it))
-            real.stage(s, it)
+        graphed = True  # the loop takes the outputs as static buffers
+        load, stage = real.load, real.stage
 
         def outputs(self, it):
-            return real.outputs(it)
+            out = dict(real.outputs(it))
+            out["folded"] = [torch.remainder(v, n) for (v, _), n
+                             in zip(out["sparse"], tr.owned_sizes)]  # fmt: skip
+            mine = static.get(it % 2)
+            if mine is None:
+                static[it % 2] = mine = {k: None for k in out}
+            for k, v in out.items():
+                if mine[k] is None:
+                    mine[k] = torch.utils._pytree.tree_map(torch.clone, v)
+                else:  # same shapes every batch: write in place, as a graph replay does
+                    for d, x in zip(torch.utils._pytree.tree_leaves(mine[k]),
+                                    torch.utils._pytree.tree_leaves(v)):  # fmt: skip
+                        d.copy_(x)
+            return mine
 
+    built = []
+    real_inputs = tr.model_inputs
+    monkeypatch.setattr(
+        tr, "model_inputs", lambda out, it, mapped: built.append(it) or real_inputs(out, it, mapped)
+    )
     monkeypatch.setattr(tr, "rap_runner", lambda: Spy())
-    total = SMALL["warmup"] + SMALL["steps"]
-    res = tr.run("rap")
-    assert [it for kind, it in log if kind == "prepare"] == list(range(1, total + 1))
-    for it in range(1, total + 1):
-        assert log.index(("load", it - 1)) < log.index(("prepare", it)) < log.index(("load", it))
-        # posted at PREPARE_STAGE of step it - 2: right after that stage's slice of batch it - 1
-        k = log.index(("prepare", it))
-        assert log[k - 1] == (corun.PREPARE_STAGE, it - 1), log[k - 3 : k + 1]
-    assert res["worker_ms"]["prepare"] >= 0 and np.isfinite(res["losses"]).all()
-    # switched off (the default): every load packs its own batch
-    log.clear()
-    tr.cfg.pack_ahead = False
-    assert np.isfinite(tr.run("rap")["losses"]).all()
-    assert not [e for e in log if e[0] == "prepare"] and ("load", total) in log
-    assert figures.parser().parse_args(["figure10", "--pack-ahead"]).pack_ahead is True
-    assert figures.parser().parse_args(["figure10"]).pack_ahead is False
-    assert corun.Config().pack_ahead is False
+    got = tr.run("rap")["losses"]
+    assert built == [0, 1]  # one per slot, then reused
+    eager = corun.Trainer(corun.Config(**SMALL, graphs=False), 0, torch.device("cpu"), raw_path)
+    np.testing.assert_allclose(got, eager.run("rap")["losses"], rtol=1e-6)
+    with pytest.raises(ValueError, match="fold: 1 table sizes"):
+        StagedRunner(tr.raw, tr.progs["rap"], tr.cfg, 0, torch.device("cpu"), fold=[7])
+
+
+def test_batch_period_is_when_the_raw_rows_repeat():
+    """The runner pins every distinct batch once: batch ``it`` and ``it + period`` are the same
+    rows (local and global), and no earlier batch repeats batch 0."""
+    raw = RawSource.synthetic(96, table_sizes="kaggle")
+    for batch, world in [(8, 2), (12, 1), (20, 3), (96, 1), (7, 2)]:
+        period = graphs.batch_period(raw.num_rows, batch, world)
+        for it in range(3):
+            np.testing.assert_array_equal(raw.rows(it, batch, world),
+                                          raw.rows(it + period, batch, world))  # fmt: skip
+        firsts = [tuple(raw.rows(k, batch, world)) for k in range(period)]
+        assert tuple(raw.rows(0, batch, world)) not in firsts[1:]
 
 
 @pytest.mark.parametrize("variant", ["ideal", "rap", "cuda_stream"])
@@ -367,3 +377,26 @@ def test_graph_outputs_and_losses_equal_the_eager_path_on_gpu(raw_path, plan):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=v)
     trs[True].cfg.check = True  # and every batch the graphed rap trains on == the reference
     assert np.all(np.isfinite(trs[True].run("rap")["losses"]))
+
+
+@pytest.mark.gpu
+@gpu
+def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup):
+    """The graphed runner packs the raw rows of each of the ``batch_period`` distinct batches
+    into pinned memory once; batches past the period reuse them and still equal the eager
+    path, and with ``fold`` the captured outputs also carry the ids modulo the table sizes."""
+    cfg, progs, raw = setup
+    dev = torch.device("cuda", 0)
+    fold = [3 + i for i in range(len(progs["rap"].sparse_keys))]
+    r = StagedRunner(raw, progs["rap"], cfg, 0, dev, fold=fold)
+    assert r.graphed, r.note
+    period = graphs.batch_period(raw.num_rows, cfg.batch, cfg.world)
+    assert len(r._pinned) == period and f"raw rows pinned ({period} batches" in r.note
+    assert all(t.is_pinned() for batch in r._pinned for t in batch)
+    for it in (0, period - 1, period, period + 1):
+        got = r.run_all(it)
+        torch.cuda.synchronize()
+        want = corun.preprocess(raw, progs["rap"], it, cfg, 0, dev)
+        _same(got, want)
+        for (v, _), f, n in zip(want["sparse"], got["folded"], fold):
+            torch.testing.assert_close(f, torch.remainder(v.to(torch.int64), n))

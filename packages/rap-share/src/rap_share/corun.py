@@ -58,10 +58,6 @@ TWO_PROCESS = ("sequential", "mps", "rap_no_mapping", "rap_no_fusion", "rap_proc
 PLAN_TOP_MLP = {"plan0": "1024-1024-512-1", "plan1": "1024-1024-512-256-1"}
 ALL = "all"  # the single stage of an unscheduled program
 TRAINER_PRIORITIES = ("normal", "high")
-# the trainer's stage at which the ``rap`` worker packs the batch after next (StagedRunner
-# .prepare): the start of the backward pass, which runs in C++ without the GIL, where the
-# forward's launches (26 embedding bags, the MLPs) are Python that the packing would delay
-PREPARE_STAGE = "mlp_bwd"
 
 
 @dataclass
@@ -100,12 +96,6 @@ class Config:
     # their spinning pools delay each other's host work (the trainer's launches, the RAP
     # worker's loads)
     cpu_threads: int = 0
-    # True: the CUDA-graph path's ``rap`` worker packs the batch after next during the
-    # trainer's backward (StagedRunner.prepare at PREPARE_STAGE) instead of at the start of
-    # each step. Off by default: on 2 x H200 RAP's throughput fell 5-14 % with it in all four
-    # figure-10 configurations (docs/rap-share/figures.md, third session); not yet A/B'd in
-    # one call
-    pack_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.trainer_priority not in TRAINER_PRIORITIES:
@@ -497,14 +487,13 @@ class StageTimer:
 
 class JobClock:
     """Host wall ms of the ``rap`` worker's jobs (``load``: a batch's raw rows to the device;
-    ``prepare``: the host half of a later batch's load, done ahead on the CUDA-graph path;
     ``stage``: a stage's kernels or graph replays) and of the trainer's wait for them at the
     end of each step (``wait``), summed over the measured iterations: where RAP's time outside
     the trainer's own stages goes (the loop posts, the worker thread runs, both share a GIL)."""
 
     def __init__(self) -> None:
         self.on = False
-        self.ms: dict[str, float] = {"load": 0.0, "prepare": 0.0, "stage": 0.0, "wait": 0.0}
+        self.ms: dict[str, float] = {"load": 0.0, "stage": 0.0, "wait": 0.0}
 
     def add(self, kind: str, t0: float) -> None:
         if self.on:
@@ -575,6 +564,12 @@ class Trainer:
         from rec_common.jagged import JaggedBatch
 
         dev = self.device
+        folded = out.get("folded")
+        if mapped and folded is not None:  # the stage runner's graphs took the ids modulo
+            owned = JaggedBatch(self.owned_names, list(folded), [o for _, o in out["sparse"]])
+            if self.cfg.check:
+                self.check(out["dense"], owned, out["labels"], it)
+            return out["dense"], owned, out["labels"]
         dense = torch.as_tensor(out["dense"]).to(dev, non_blocking=True)
         labels = torch.as_tensor(out["labels"]).to(dev, non_blocking=True)
         sparse = [tuple(torch.as_tensor(x).to(dev, non_blocking=True) for x in s)
@@ -687,9 +682,7 @@ class Trainer:
         if self.cfg.graphs:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
-                                     not runner.graphed, total, tick, losses,
-                                     runner.prepare if runner.graphed and self.cfg.pack_ahead
-                                     else None)  # fmt: skip
+                                     not runner.graphed, total, tick, losses)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):
@@ -705,24 +698,23 @@ class Trainer:
         self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), True, total,
                           tick, losses)  # fmt: skip
 
-    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses,
-                     prepare=None) -> None:  # fmt: skip
+    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses) -> None:
         """The trainer's side of ``rap``: ``load(it, free)`` (``free``: an event after the
         trainer's reads of the batch it replaces), ``stage(s, it)`` and ``outputs_of(it)``
         come from one of the two paths; ``record``: the outputs were made on the worker's
-        stream (``record_stream`` on the trainer's). ``prepare(it)`` (the CUDA-graph path):
-        the host half of batch ``it``'s load, posted when step ``it - 2`` reaches
-        PREPARE_STAGE, so only the copy is left at the start of step ``it - 1``."""
+        stream (``record_stream`` on the trainer's). Without ``record`` the outputs are the
+        runner's static buffers, one set per slot, so their model inputs are built once per
+        slot and reused, as Ideal reuses its premade batches (not with ``Config.check``,
+        which compares every batch)."""
         worker = StageWorker(self.device)
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         clock = self.clock
         cur = {"it": -1}
+        reuse: dict[int, tuple] = {}  # id(static outputs) -> model inputs
 
         def post(s):  # the trainer reached stage s of step it: that slice of batch it + 1
             if s in STAGES:
                 worker.post(clock.job("stage", lambda it=cur["it"] + 1: stage(s, it)))
-            if prepare is not None and s == PREPARE_STAGE and cur["it"] + 2 <= total:
-                worker.post(clock.job("prepare", lambda it=cur["it"] + 2: prepare(it)))
 
         try:
             worker.post(lambda: load(0))
@@ -734,7 +726,12 @@ class Trainer:
                 if self.cuda and record:
                     for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
                         t.record_stream(main)
-                inputs = self.model_inputs(out, it, True)
+                if record or self.cfg.check:
+                    inputs = self.model_inputs(out, it, True)
+                else:
+                    inputs = reuse.get(id(out))
+                    if inputs is None:
+                        inputs = reuse[id(out)] = self.model_inputs(out, it, True)
                 free = None
                 if self.cuda:  # the next load may reuse memory the trainer still reads
                     free = torch.cuda.Event()
@@ -756,8 +753,10 @@ class Trainer:
         """The ``rap`` program's :class:`~rap_share.graphs.StagedRunner` (captured once; the
         CUDA-graph path only)."""
         if getattr(self, "_runner", None) is None:
-            self._runner = _graphs.StagedRunner(self.raw, self.progs["rap"], self.cfg, self.rank,
-                                                self.device, graphs=True)  # fmt: skip
+            prog = self.progs["rap"]
+            fold = self.owned_sizes if len(self.owned_sizes) == len(prog.sparse_keys) else None
+            self._runner = _graphs.StagedRunner(self.raw, prog, self.cfg, self.rank,
+                                                self.device, graphs=True, fold=fold)  # fmt: skip
         return self._runner
 
     def prep_diagnostics(self, n: int = 5) -> dict:

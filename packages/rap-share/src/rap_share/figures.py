@@ -141,8 +141,7 @@ def measure(args, variants) -> tuple[list[dict], str]:
                    solver=args.solver, cost_model=args.cost_model,
                    graphs=graphs_enabled(getattr(args, "graphs", None)),
                    trainer_priority=getattr(args, "trainer_priority", "high"),
-                   cpu_threads=getattr(args, "cpu_threads", 0),
-                   pack_ahead=getattr(args, "pack_ahead", False))
+                   cpu_threads=getattr(args, "cpu_threads", 0))
             for p in args.plans for b in args.batches]  # fmt: skip
     out_path = os.path.join(tmp, "runs.jsonl")
     mps = MpsDaemon()
@@ -302,9 +301,8 @@ def diagnostics(thr: list[dict]) -> list[str]:
             out.append(f"- {w} preprocessing diagnostics failed: {prep['error']}")
         wk = rs.get("rap", {}).get("worker_ms")
         if wk:
-            ahead = f", packing ahead {wk['prepare']:.2f}" if wk.get("prepare") else ""
             out.append(f"- {w} RAP worker thread, host ms per iteration: load {wk['load']:.2f}"
-                       f"{ahead}, stage jobs {wk['stage']:.2f}; the trainer waited "
+                       f", stage jobs {wk['stage']:.2f}; the trainer waited "
                        f"{wk['wait']:.2f} for them at the end of each step")  # fmt: skip
         ide, rap = (rs.get(v, {}).get("stage_ms") for v in ("ideal", "rap"))
         if ide and rap:
@@ -459,14 +457,6 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="torch CPU threads per rank (0: half the cores split among the ranks, 1 to 4)",
-    )
-    p.add_argument(
-        "--pack-ahead",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="rap (CUDA-graph path): pack the batch after next during the trainer's backward "
-        "(measured slower on 2 x H200, so off by default); off: each batch is packed at the "
-        "start of the step before it",
     )
     p.add_argument(
         "--no-diagnostics",

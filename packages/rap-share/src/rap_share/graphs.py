@@ -19,8 +19,12 @@ a stage costs one ``replay()`` call.
 
 :class:`StagedRunner` keeps two slots (batch ``i`` uses slot ``i % 2``) of static buffers:
 raw inputs packed as :func:`rap_share.runtime.pack_columns` lays them out, the intermediate
-columns and the outputs. :meth:`StagedRunner.load` copies a batch's raw rows into its slot
-(after the trainer's stream has finished with the batch that used the slot before),
+columns and the outputs (with ``fold``, also the trainer's ids modulo its table sizes, so the
+trainer launches nothing per batch). Every distinct batch of raw rows is packed into pinned
+host memory once, when the runner is made, and :meth:`StagedRunner.load` copies a batch's
+raw rows into its slot asynchronously (after the trainer's stream has finished with the batch
+that used the slot before). Packing each batch at its load took 1.4-3.0 ms per step on 2 x
+H200, host time on a thread that shares the trainer's GIL. Then
 :meth:`StagedRunner.stage` replays one stage (the last also builds the outputs), and
 :meth:`StagedRunner.outputs` returns the slot's static outputs. Where capture is impossible
 (CPU, an op with a host sync such as a list op on list input, a capture error) the runner
@@ -30,7 +34,9 @@ falls back to eager launches and says why in :attr:`StagedRunner.note`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -41,6 +47,18 @@ from rap_share.constants import STAGES
 # (the default since the H200 measurement of 2026-11-30); those values -> the eager path
 ENV = "RAP_SHARE_GRAPHS"
 _OFF = ("0", "false", "no", "off")
+# pinned host memory the runner may take for the raw rows of every distinct batch
+PREPACK_MAX_BYTES = 2 << 30
+
+
+def batch_period(num_rows: int, batch: int, world: int) -> int:
+    """Steps after which :meth:`rap_share.runtime.RawSource.rows` repeats: global batches of
+    ``batch * world`` rows taken in turn from ``num_rows`` rows, wrapping around.
+
+    >>> batch_period(65536, 4096, 2), batch_period(65536, 8192, 2), batch_period(10, 4, 1)
+    (8, 4, 5)
+    """
+    return num_rows // math.gcd(num_rows, batch * world)
 
 
 def enabled(flag: bool | None = None) -> bool:
@@ -59,14 +77,18 @@ class StagedRunner:
     """Stage-by-stage preprocessing of one :class:`~rap_share.corun.Program` (see module doc)."""
 
     def __init__(self, raw, prog, cfg, rank: int, device: torch.device,
-                 graphs: bool = True) -> None:  # fmt: skip
+                 graphs: bool = True, fold: Sequence[int] | None = None) -> None:  # fmt: skip
         self.raw, self.prog, self.cfg, self.rank = raw, prog, cfg, rank
         self.device = device
+        self.fold = None if fold is None else [int(n) for n in fold]
+        if self.fold is not None and len(self.fold) != len(prog.sparse_keys):
+            raise ValueError(f"fold: {len(self.fold)} table sizes for "
+                             f"{len(prog.sparse_keys)} sparse outputs")  # fmt: skip
         self.graphed = False
         self.note = "eager"
         self._env: dict = {}
         self._slots: list[dict] = []
-        self._host: dict[int, list[torch.Tensor]] = {}  # prepare()d batches, by number
+        self._pinned: list[list[torch.Tensor]] = []  # every distinct batch, packed, pinned
         if not graphs:
             self.note = "eager (graphs off)"
         elif device.type != "cuda":
@@ -82,6 +104,8 @@ class StagedRunner:
                 self.note = f"eager (capture failed: {type(e).__name__}: {str(e)[:160]})"
                 with contextlib.suppress(Exception):
                     torch.cuda.synchronize(device)
+        if self.graphed:
+            self._prepack()
 
     # ------------------------------------------------------------------ capture
     def _capture(self) -> None:
@@ -116,6 +140,9 @@ class StagedRunner:
                 with torch.cuda.graph(g, pool=pool, stream=side, capture_error_mode="thread_local"):
                     if s == "outputs":
                         out = outputs(env, self.prog)
+                        if self.fold is not None:  # the trainer's ids: modulo its tables
+                            out["folded"] = [torch.remainder(v, n) for (v, _), n
+                                             in zip(out["sparse"], self.fold)]  # fmt: skip
                     else:
                         run_launches(self.prog.stages.get(s, []), env)
                 graphs[s] = g
@@ -134,24 +161,26 @@ class StagedRunner:
                                          self.device, non_blocking=True, packed=True)  # fmt: skip
             return
         slot = self._slots[it % 2]
-        if it == 0:  # a new run: drop what an earlier one prepared and did not load
-            self._host.clear()
-        host = self._host.pop(it, None)
-        if host is None:
-            host = self._pack(it)
+        host = self._pinned[it % len(self._pinned)] if self._pinned else self._pack(it)
         if free_event is not None:
             torch.cuda.current_stream(self.device).wait_event(free_event)
         for dst, h in zip(slot["static"], host):
             dst.copy_(h, non_blocking=True)
 
-    def prepare(self, it: int) -> None:
-        """The host half of :meth:`load`, done ahead: batch ``it``'s raw rows packed into
-        pinned host tensors, which its :meth:`load` then only copies. With
-        ``Config.pack_ahead`` (off by default: measured slower) the ``rap`` loop calls it from
-        the worker while the trainer is in its backward pass, so that the packing's Python
-        does not delay the trainer's launches of the next forward."""
-        if self.graphed:
-            self._host[it] = self._pack(it)
+    def _prepack(self) -> None:
+        """Every distinct batch of the raw rows (they repeat after :func:`batch_period`
+        steps), packed as the slots lay them out, in pinned host memory, once: a load is then
+        a few asynchronous copies and no host work, as when a data loader has already read
+        the raw rows into pinned buffers. Above ``PREPACK_MAX_BYTES`` each load packs its
+        batch instead (said in :attr:`note`)."""
+        period = batch_period(self.raw.num_rows, self.cfg.batch, self.cfg.world)
+        per_batch = sum(t.numel() * t.element_size() for t in self._slots[0]["static"])
+        mb = period * per_batch / 2**20
+        if period * per_batch > PREPACK_MAX_BYTES:
+            self.note += f"; raw rows packed per batch ({period} batches, {mb:.0f} MB)"
+            return
+        self._pinned = [self._pack(i) for i in range(period)]
+        self.note += f"; raw rows pinned ({period} batches, {mb:.1f} MB)"
 
     def _pack(self, it: int) -> list[torch.Tensor]:
         from rap_share.corun import env_columns
