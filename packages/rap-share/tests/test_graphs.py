@@ -101,14 +101,25 @@ def test_rap_builds_model_inputs_once_per_static_slot(raw_path, monkeypatch):
     the trainer's ids already folded (``fold``): the loop builds each slot's model inputs once
     and trains on the buffers' new contents every step. A spy runner on the CPU copies each
     batch into two static sets, as the graphs write into theirs; the losses equal the eager
-    path's, so the reused inputs do see every new batch."""
+    path's, so the reused inputs do see every new batch. The jobs (load, stage replays) run
+    on the trainer's own thread, no worker thread."""
+    import threading
+
     tr = corun.Trainer(corun.Config(**SMALL, graphs=True), 0, torch.device("cpu"), raw_path)
     real = tr.rap_runner()
     static: dict[int, dict] = {}
+    threads = set()
 
     class Spy:
-        graphed = True  # the loop takes the outputs as static buffers
-        load, stage = real.load, real.stage
+        graphed = True  # the loop takes the outputs as static buffers, jobs inline
+
+        def load(self, it, free=None):
+            threads.add(threading.current_thread().name)
+            real.load(it, free)
+
+        def stage(self, s, it):
+            threads.add(threading.current_thread().name)
+            real.stage(s, it)
 
         def outputs(self, it):
             out = dict(real.outputs(it))
@@ -134,6 +145,7 @@ def test_rap_builds_model_inputs_once_per_static_slot(raw_path, monkeypatch):
     monkeypatch.setattr(tr, "rap_runner", lambda: Spy())
     got = tr.run("rap")["losses"]
     assert built == [0, 1]  # one per slot, then reused
+    assert threads == {threading.current_thread().name}
     eager = corun.Trainer(corun.Config(**SMALL, graphs=False), 0, torch.device("cpu"), raw_path)
     np.testing.assert_allclose(got, eager.run("rap")["losses"], rtol=1e-6)
     with pytest.raises(ValueError, match="fold: 1 table sizes"):
@@ -392,7 +404,7 @@ def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup):
     assert r.graphed, r.note
     period = graphs.batch_period(raw.num_rows, cfg.batch, cfg.world)
     assert len(r._pinned) == period and f"raw rows pinned ({period} batches" in r.note
-    assert all(t.is_pinned() for batch in r._pinned for t in batch)
+    assert all(b.is_pinned() and b.dtype == torch.uint8 for b in r._pinned)
     for it in (0, period - 1, period, period + 1):
         got = r.run_all(it)
         torch.cuda.synchronize()
@@ -400,3 +412,28 @@ def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup):
         _same(got, want)
         for (v, _), f, n in zip(want["sparse"], got["folded"], fold):
             torch.testing.assert_close(f, torch.remainder(v.to(torch.int64), n))
+
+
+def test_blob_views_round_trip_the_packed_columns(setup):
+    """A batch's packed raw columns (several dtypes) written into one byte buffer at
+    :func:`graphs.blob_layout`'s offsets read back unchanged through :func:`graphs.blob_views`,
+    every view aligned for its dtype; a second buffer with the same layout takes the next
+    batch in one copy."""
+    cfg, progs, raw = setup
+    host, _ = pack_columns(corun.env_columns(raw, progs["rap"], 0, cfg, 0))
+    assert len({h.dtype for h in host}) > 1
+    offsets, nbytes = graphs.blob_layout(host)
+    assert nbytes >= sum(h.numel() * h.element_size() for h in host)
+    assert all(o % 256 == 0 for o in offsets)
+    blob = torch.zeros(nbytes, dtype=torch.uint8)
+    views = graphs.blob_views(blob, offsets, host)
+    for v, h in zip(views, host):
+        v.copy_(h)
+    for v, h in zip(graphs.blob_views(blob, offsets, host), host):
+        assert v.dtype == h.dtype and torch.equal(v, h)
+    nxt, _ = pack_columns(corun.env_columns(raw, progs["rap"], 1, cfg, 0))
+    other = torch.zeros_like(blob)
+    for v, h in zip(graphs.blob_views(other, offsets, nxt), nxt):
+        v.copy_(h)
+    blob.copy_(other)
+    assert all(torch.equal(v, h) for v, h in zip(views, nxt))  # the old views see the new batch

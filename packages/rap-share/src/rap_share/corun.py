@@ -5,9 +5,11 @@ One rank process per GPU trains rec-common's DLRM over table-wise sharded embedd
 
 =================  ===========================================================================
 ``ideal``          no preprocessing in the loop: a few batches made before it, reused
-``rap``            fused + mapped kernels of the plan, each stage's kernels launched when the
-                   trainer reaches that stage (thread with its own CUDA stream, see
-                   :class:`rap_share.runtime.StageWorker`), no input all-to-all
+``rap``            fused + mapped kernels of the plan, each stage's kernels launched on their
+                   own CUDA stream when the trainer reaches that stage: replayed as CUDA graphs
+                   from the trainer's thread (:class:`rap_share.runtime.InlineStageWorker`),
+                   or on the eager path launched from a thread
+                   (:class:`rap_share.runtime.StageWorker`); no input all-to-all
 ``rap_process``    the same staged program in a separate preprocessing process per GPU (under
                    MPS when the daemon runs): the trainer writes each stage it reaches into a
                    shared counter and the process launches that stage's kernels for batch
@@ -50,7 +52,13 @@ from rap_share import fused
 from rap_share import graphs as _graphs
 from rap_share.columns import Column
 from rap_share.constants import STAGES
-from rap_share.runtime import RawSource, StageWorker, load_env, reference_features
+from rap_share.runtime import (
+    InlineStageWorker,
+    RawSource,
+    StageWorker,
+    load_env,
+    reference_features,
+)
 
 VARIANTS = ("ideal", "sequential", "mps", "cuda_stream", "cpu_workers", "rap_no_mapping",
             "rap_no_fusion", "rap", "rap_process")  # fmt: skip
@@ -682,7 +690,8 @@ class Trainer:
         if self.cfg.graphs:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
-                                     not runner.graphed, total, tick, losses)  # fmt: skip
+                                     not runner.graphed, total, tick, losses,
+                                     inline=runner.graphed)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):
@@ -698,15 +707,18 @@ class Trainer:
         self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), True, total,
                           tick, losses)  # fmt: skip
 
-    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses) -> None:
+    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses,
+                     inline: bool = False) -> None:  # fmt: skip
         """The trainer's side of ``rap``: ``load(it, free)`` (``free``: an event after the
         trainer's reads of the batch it replaces), ``stage(s, it)`` and ``outputs_of(it)``
         come from one of the two paths; ``record``: the outputs were made on the worker's
         stream (``record_stream`` on the trainer's). Without ``record`` the outputs are the
         runner's static buffers, one set per slot, so their model inputs are built once per
         slot and reused, as Ideal reuses its premade batches (not with ``Config.check``,
-        which compares every batch)."""
-        worker = StageWorker(self.device)
+        which compares every batch). ``inline`` (captured graphs): the jobs run on the
+        trainer's thread as it reaches each stage (:class:`InlineStageWorker`), not on a
+        worker thread."""
+        worker = InlineStageWorker(self.device) if inline else StageWorker(self.device)
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         clock = self.clock
         cur = {"it": -1}

@@ -352,8 +352,10 @@ def write_page(out_dir: Path, docs: Path) -> Path:
              "process split and the stage schedule, and the mapping effect itself is empty. "
              "When the MPS daemon could not be started, MPS runs time-sliced and equals "
              "Sequential (the `mps_note` field says which).", "",
-             "RAP here runs its preprocessing from a thread with its own CUDA stream inside the "
-             "trainer process (list ops need host syncs, which would stall the trainer's "
+             "RAP here runs its preprocessing inside the trainer process on its own CUDA "
+             "stream: on the CUDA-graph path (the default) the trainer's thread replays each "
+             "stage's captured kernels as it reaches the stage, on the eager path a thread "
+             "launches them (list ops need host syncs, which would stall the trainer's "
              "launches if done on its thread); RAP (process) runs the same staged program in "
              "a separate process per GPU, paced by a shared stage counter the trainer writes "
              "(the paper's design); the MPS, Sequential and both ablations use a "

@@ -21,8 +21,9 @@ a stage costs one ``replay()`` call.
 raw inputs packed as :func:`rap_share.runtime.pack_columns` lays them out, the intermediate
 columns and the outputs (with ``fold``, also the trainer's ids modulo its table sizes, so the
 trainer launches nothing per batch). Every distinct batch of raw rows is packed into pinned
-host memory once, when the runner is made, and :meth:`StagedRunner.load` copies a batch's
-raw rows into its slot asynchronously (after the trainer's stream has finished with the batch
+host memory once, as one byte buffer per batch (:func:`blob_layout`), and
+:meth:`StagedRunner.load` copies a batch's raw rows into its slot in one asynchronous copy
+(after the trainer's stream has finished with the batch
 that used the slot before). Packing each batch at its load took 1.4-3.0 ms per step on 2 x
 H200, host time on a thread that shares the trainer's GIL. Then
 :meth:`StagedRunner.stage` replays one stage (the last also builds the outputs), and
@@ -73,6 +74,28 @@ def enabled(flag: bool | None = None) -> bool:
     return os.environ.get(ENV, "").strip().lower() not in _OFF
 
 
+def blob_layout(tensors: Sequence[torch.Tensor], align: int = 256) -> tuple[list[int], int]:
+    """Byte offsets (each a multiple of ``align``) of ``tensors`` packed one after another into
+    one byte buffer, and its size: a batch's raw columns then travel in a single copy.
+
+    >>> blob_layout([torch.zeros(3, dtype=torch.int64), torch.zeros(5, dtype=torch.bool)])
+    ([0, 256], 261)
+    """
+    offsets, n = [], 0
+    for t in tensors:
+        n = -(-n // align) * align
+        offsets.append(n)
+        n += t.numel() * t.element_size()
+    return offsets, n
+
+
+def blob_views(blob: torch.Tensor, offsets: Sequence[int], like: Sequence[torch.Tensor]):
+    """Views of the byte tensor ``blob`` at ``offsets`` with the dtypes and shapes of
+    ``like`` (:func:`blob_layout`'s layout)."""
+    return [blob[o : o + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+            for o, t in zip(offsets, like)]  # fmt: skip
+
+
 class StagedRunner:
     """Stage-by-stage preprocessing of one :class:`~rap_share.corun.Program` (see module doc)."""
 
@@ -88,7 +111,7 @@ class StagedRunner:
         self.note = "eager"
         self._env: dict = {}
         self._slots: list[dict] = []
-        self._pinned: list[list[torch.Tensor]] = []  # every distinct batch, packed, pinned
+        self._pinned: list[torch.Tensor] = []  # every distinct batch, packed, pinned
         if not graphs:
             self.note = "eager (graphs off)"
         elif device.type != "cuda":
@@ -124,7 +147,11 @@ class StagedRunner:
             pool = torch.cuda.graph_pool_handle()
             host, layout = pack_columns(env_columns(self.raw, self.prog, k, self.cfg, self.rank))
             with torch.cuda.stream(side):
-                static = [h.to(dev) for h in host]
+                offsets, nbytes = blob_layout(host)
+                blob = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+                static = blob_views(blob, offsets, host)
+                for dst, h in zip(static, host):
+                    dst.copy_(h)
                 env = unpack_columns(static, layout)
                 env["labels"] = env["labels"].values
                 warm = dict(env)  # eager warm-up: fills fused's constant cache, checks the ops
@@ -146,7 +173,8 @@ class StagedRunner:
                     else:
                         run_launches(self.prog.stages.get(s, []), env)
                 graphs[s] = g
-            self._slots.append({"static": static, "layout": layout, "graphs": graphs,
+            self._slots.append({"blob": blob, "offsets": offsets, "layout": layout,
+                                "static": static, "graphs": graphs,
                                 "env": env, "out": out, "pool": pool})  # fmt: skip
         torch.cuda.synchronize(dev)
 
@@ -164,8 +192,7 @@ class StagedRunner:
         host = self._pinned[it % len(self._pinned)] if self._pinned else self._pack(it)
         if free_event is not None:
             torch.cuda.current_stream(self.device).wait_event(free_event)
-        for dst, h in zip(slot["static"], host):
-            dst.copy_(h, non_blocking=True)
+        slot["blob"].copy_(host, non_blocking=True)
 
     def _prepack(self) -> None:
         """Every distinct batch of the raw rows (they repeat after :func:`batch_period`
@@ -174,7 +201,7 @@ class StagedRunner:
         the raw rows into pinned buffers. Above ``PREPACK_MAX_BYTES`` each load packs its
         batch instead (said in :attr:`note`)."""
         period = batch_period(self.raw.num_rows, self.cfg.batch, self.cfg.world)
-        per_batch = sum(t.numel() * t.element_size() for t in self._slots[0]["static"])
+        per_batch = self._slots[0]["blob"].numel()
         mb = period * per_batch / 2**20
         if period * per_batch > PREPACK_MAX_BYTES:
             self.note += f"; raw rows packed per batch ({period} batches, {mb:.0f} MB)"
@@ -182,14 +209,19 @@ class StagedRunner:
         self._pinned = [self._pack(i) for i in range(period)]
         self.note += f"; raw rows pinned ({period} batches, {mb:.1f} MB)"
 
-    def _pack(self, it: int) -> list[torch.Tensor]:
+    def _pack(self, it: int) -> torch.Tensor:
+        """Batch ``it``'s raw rows as one pinned byte buffer laid out as the slots' ``blob``."""
         from rap_share.corun import env_columns
         from rap_share.runtime import pack_columns
 
+        slot = self._slots[it % 2]
         host, layout = pack_columns(env_columns(self.raw, self.prog, it, self.cfg, self.rank))
-        if layout != self._slots[it % 2]["layout"]:
+        if layout != slot["layout"]:
             raise RuntimeError(f"batch {it}: raw layout differs from the captured one")
-        return [h.pin_memory() for h in host]
+        blob = torch.empty(slot["blob"].numel(), dtype=torch.uint8, pin_memory=True)
+        for dst, h in zip(blob_views(blob, slot["offsets"], host), host):
+            dst.copy_(h)
+        return blob
 
     def stage(self, stage: str, it: int) -> None:
         """Stage ``stage``'s kernels of batch ``it`` (the last stage also makes the outputs)."""

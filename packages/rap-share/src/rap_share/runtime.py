@@ -282,3 +282,29 @@ class StageWorker:
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join(timeout=60)
+
+
+class InlineStageWorker:
+    """:class:`StageWorker`'s interface, with each job run at once on the caller's thread, on
+    a side stream at the default priority: for the CUDA-graph path, whose jobs (a few copies
+    from pinned memory, one graph replay per stage) never wait for the device. No second
+    thread means no GIL handoff between the trainer's launches and the jobs. :meth:`wait`
+    makes the current stream wait for the side stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def post(self, job) -> None:
+        if self.stream is None:
+            job()
+            return
+        with torch.cuda.stream(self.stream):
+            job()
+
+    def wait(self) -> None:
+        if self.stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+    def close(self) -> None:
+        pass
