@@ -979,6 +979,8 @@ def rank_main(rank: int, world: int, cfgs: list[Config], variants: list[str], ra
                 if rank == 0:
                     with open(out_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps(res) + "\n")
+                    print(f"[figures] {cfg.plan}-b{cfg.batch} round {rnd + 1}/{rounds} {v}: "
+                          f"{res['total_iterations_per_s']:.1f} it/s", flush=True)  # fmt: skip
             del tr
             if cuda:
                 torch.cuda.empty_cache()
