@@ -190,7 +190,7 @@ def test_rap_reports_its_worker_time(tmp_path, graphs):
     assert wk["load"] > 0 and wk["stage"] > 0
     assert tr.run("ideal")["worker_ms"] is None
     line = diagnostics([{"workload": "w", "variant": "rap", "worker_ms": wk}])
-    assert any("RAP worker thread, host ms per iteration: load" in x for x in line)
+    assert any("RAP preprocessing jobs, host ms per iteration: load" in x for x in line)
 
 
 def test_trainer_priority_is_a_no_op_on_cpu_and_recorded(tmp_path):

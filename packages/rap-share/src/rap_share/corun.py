@@ -494,10 +494,11 @@ class StageTimer:
 
 
 class JobClock:
-    """Host wall ms of the ``rap`` worker's jobs (``load``: a batch's raw rows to the device;
-    ``stage``: a stage's kernels or graph replays) and of the trainer's wait for them at the
-    end of each step (``wait``), summed over the measured iterations: where RAP's time outside
-    the trainer's own stages goes (the loop posts, the worker thread runs, both share a GIL)."""
+    """Host wall ms of the ``rap`` preprocessing jobs (``load``: a batch's raw rows to the
+    device; ``stage``: a stage's kernels or graph replays) and of the trainer's wait for them
+    at the end of each step (``wait``), summed over the measured iterations: where RAP's time
+    outside the trainer's own stages goes (graph replays run on the trainer's thread; eager
+    launches on a worker thread that shares the trainer's GIL)."""
 
     def __init__(self) -> None:
         self.on = False
@@ -683,10 +684,11 @@ class Trainer:
             self._train(made[it % len(made)], it, tick, losses)
 
     def _loop_rap(self, variant, prog, total, tick, losses) -> None:
-        """``rap``: stage ``s`` of batch ``it + 1`` is launched from the worker thread when the
+        """``rap``: stage ``s`` of batch ``it + 1`` is launched on a side stream when the
         trainer reaches stage ``s`` of step ``it``. The CUDA-graph path (default) replays it
-        through the :class:`~rap_share.graphs.StagedRunner`; the eager path launches the
-        stage's fused kernels on a fresh env per batch."""
+        through the :class:`~rap_share.graphs.StagedRunner` from the trainer's thread; the
+        eager path launches the stage's fused kernels on a fresh env per batch from a worker
+        thread."""
         if self.cfg.graphs:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
