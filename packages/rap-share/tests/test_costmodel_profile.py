@@ -30,6 +30,8 @@ def test_profile_writes_kernels_stages_and_model(prof):
     d = json.loads((prof / "profile.json").read_text())
     assert d["device"] == "cpu" and len(d["kernels"]) == 4 * 4 * 3 * 2
     assert all(r["ms"] > 0 for r in d["kernels"])
+    # no CUDA graphs on a CPU: every kernel timed eagerly, and the profile says so
+    assert d["timing"] == "eager fused calls" and not any(r["graph"] for r in d["kernels"])
     assert set(d["stages"]) == set(STAGES)
     for s in STAGES:
         st = d["stages"][s]
@@ -187,3 +189,28 @@ def test_stage_profile_under_torchrun_on_two_ranks(tmp_path):
     st = prof["stages"]
     st = st.get("stages", st)
     assert set(st) == set(STAGES) and all(st[s]["base_ms"] > 0 for s in STAGES)
+
+
+def test_profile_graphs_switch(monkeypatch):
+    """``--graphs`` / ``--no-graphs``; unset, RAP_SHARE_GRAPHS decides (as for the figures)."""
+    from rap_share import graphs
+
+    assert profile.parser().parse_args(["--out", "x", "--graphs"]).graphs is True
+    assert profile.parser().parse_args(["--out", "x", "--no-graphs"]).graphs is False
+    unset = profile.parser().parse_args(["--out", "x"]).graphs
+    monkeypatch.setenv(graphs.ENV, "0")
+    assert unset is None and graphs.enabled(unset) is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_profile_kernels_as_graph_replays_on_gpu():
+    """With ``graphs`` a fused launch is captured and its replay timed (``graph`` True); the
+    same grid without it is timed eagerly. Both give positive times (no timing comparison:
+    that is the profile's job, not a test's)."""
+    dev = torch.device("cuda", 0)
+    args = (["sigrid_hash", "logit"], [1, 8], [1], [4096], dev, 1, 3, False)
+    on = profile.profile_kernels(*args, graphs=True)
+    off = profile.profile_kernels(*args, graphs=False)
+    assert all(r["graph"] and r["ms"] > 0 for r in on), on
+    assert not any(r["graph"] for r in off) and all(r["ms"] > 0 for r in off)

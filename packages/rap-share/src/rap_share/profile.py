@@ -1,7 +1,13 @@
 """``python -m rap_share.profile``: measure what the cost model and the scheduler need.
 
 1. **Kernels**: latency of one fused launch (:func:`rap_share.fused.run`) over ops x fuse
-   degree x width x batch on the device present (CUDA events; perf_counter on CPU).
+   degree x width x batch on the device present (CUDA events; perf_counter on CPU). With
+   ``--graphs`` (the default where the runtime's CUDA-graph path is on) each launch is
+   captured in a CUDA graph and its replay is timed, as the stage runner replays it; eager
+   timing (``--no-graphs``; the shipped H200 profile of 2026-11-30) includes ~0.2 ms of
+   Python per fused call: that profile predicts 1.8-4.7 ms of preprocessing per batch where
+   the stage runner's replays take 0.16-0.36 ms of GPU time (2 x H200), so at batch 4096
+   the planner spills kernels out of emb_bwd into the stages with collectives.
 2. **Stages**: the five training stages of a DLRM iteration (:mod:`rap_share.stages`),
    alone, then co-running with k units of a probe preprocessing kernel launched on a second
    stream at the stage's start; a stage's capacity is the largest k whose co-run stretches it
@@ -101,18 +107,28 @@ def tqdm(it, **kw):
 
 
 def profile_kernels(
-    ops, degrees, widths, batches, device, warmup: int, iters: int, progress: bool = True
-) -> list[dict]:
+    ops, degrees, widths, batches, device, warmup: int, iters: int, progress: bool = True,
+    graphs: bool = False,
+) -> list[dict]:  # fmt: skip
+    """One row per grid point: ``ms`` of one fused launch. With ``graphs`` (CUDA only) the
+    launch is captured in a CUDA graph (constants cached, as the runtime's CUDA-graph path
+    runs it) and its replay is timed: the GPU time the stage runner pays, without the ~0.2 ms
+    of Python per eager fused call that otherwise dominates small kernels. A launch that cannot
+    be captured is timed eagerly; each row's ``graph`` says which."""
     grid = [(op, d, w, b) for op in ops for d in degrees for w in widths for b in batches
             if not (op == "onehot" and w < 2)]  # fmt: skip
     rows = []
     for op, d, w, b in tqdm(grid, desc="kernels", disable=not progress, mininterval=2):
         cols = make_columns(op, d, w, b, device)
         params = [_params(op, w, i) for i in range(d)]
-        ms = _time(
-            lambda c=cols, p=params, o=op: fused.run(o, c, p, check=False), device, warmup, iters
-        )
-        rows.append({"op": op, "degree": d, "width": w, "batch": b, "ms": ms,
+        fn = lambda c=cols, p=params, o=op: fused.run(o, c, p, check=False)  # noqa: E731
+        replay = None
+        if graphs and device.type == "cuda":
+            with fused.cached_constants(True):
+                replay = graph_probe(fn, device, what=f"{op} degree {d} width {w} batch {b}")
+        ms, graphed = _time(replay or fn, device, warmup, iters), replay is not None
+        del replay  # frees the graph (and its pool) before the next capture
+        rows.append({"op": op, "degree": d, "width": w, "batch": b, "ms": ms, "graph": graphed,
                      "params": _params(op, w, 0) if op != "mapid" else {"map_len": 64}})  # fmt: skip
     return rows
 
@@ -133,8 +149,9 @@ def device_probe(k: int, batch: int, device):
     return fn
 
 
-def graph_probe(fn, device):
-    """``fn`` captured in a CUDA graph: returns a replay callable, or None if capture fails.
+def graph_probe(fn, device, what: str = "probe"):
+    """``fn`` captured in a CUDA graph: returns a replay callable, or None if capture fails
+    (said on stderr, naming ``what``).
 
     The callable holds ``fn`` (and so the tensors its graph reads): ``torch.cuda.graph``
     empties the allocator's cache when the next capture starts, so inputs that died with a
@@ -153,8 +170,8 @@ def graph_probe(fn, device):
             fn()
         torch.cuda.synchronize(device)
     except Exception as err:  # any capture failure: eager fallback, said
-        print(f"note: probe not capturable in a CUDA graph ({type(err).__name__}: {err}); "
-              "launching it eagerly from a helper thread", file=sys.stderr)  # fmt: skip
+        print(f"note: {what} not capturable in a CUDA graph ({type(err).__name__}: "
+              f"{str(err)[:160]}); timed eagerly", file=sys.stderr)  # fmt: skip
         return None
 
     def replay(_inputs=fn):  # the graph reads fn's tensors: keep them alive with it
@@ -227,7 +244,12 @@ def profile_stages(
     progress: bool = True,
     bottom_mlp: str = "512-256",
     top_mlp: str = "1024-1024-512-1",
+    graphs: bool = False,
 ) -> dict:
+    """Each stage's base time and its capacity (module doc, step 2). The budget is the
+    probe's latency at the capacity: its eager fused call, the unit of eager-timed kernels,
+    or with ``graphs`` (kernels timed as graph replays, :func:`profile_kernels`) the probe's
+    graph replay, so that budgets and kernel costs are in the same unit."""
     from rap_share.graph import balance_tables
     from rap_share.stages import TrainStep, build_model
     from rec_common.jagged import JaggedBatch
@@ -248,7 +270,7 @@ def profile_stages(
     sparse = JaggedBatch([names[i] for i in owned], ids, [off] * len(ids))
 
     def run(probe=None, stage=None) -> dict[str, float]:
-        rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs)
+        rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs_ok)
         step = TrainStep(model, lr=1e-4, world=world, on_stage=rec)
         step(dense, sparse, labels)
         return rec.finish()
@@ -264,7 +286,7 @@ def profile_stages(
         s: {"base_ms": base[s], "capacity_units": 0, "capacity_ms": 0.0, "corun": []}
         for s in STAGES
     }
-    probes, graphs = {}, set()
+    probes, graphs_ok = {}, set()
     for k in units:
         cols = make_columns("sigrid_hash", 4 * k, PROBE_WIDTH, batch, device, seed=k)
         params = [_params("sigrid_hash", PROBE_WIDTH, i) for i in range(4 * k)]
@@ -275,7 +297,7 @@ def profile_stages(
         if fn is None:
             fn = raw
         else:
-            graphs.add(fn)
+            graphs_ok.add(fn)
         probes[k] = (fn, probe_ms, _time(fn, device, 2, max(3, iters)))
     todo = [(s, k) for s in STAGES for k in units]
     stopped: set[str] = set()
@@ -290,10 +312,11 @@ def profile_stages(
         # finished while the other waited in an all_gather: torchrun on 2 ranks)
         stretch = _max_over_ranks(stretch, device, world)
         out[s]["corun"].append({"units": k, "stage_ms": t, "probe_ms": probe_ms,
-                                "probe_launch_ms": gpu_ms, "graph": fn in graphs,
+                                "probe_launch_ms": gpu_ms, "graph": fn in graphs_ok,
                                 "stretch": stretch})  # fmt: skip
         if stretch < CAPACITY_STRETCH:
-            out[s]["capacity_units"], out[s]["capacity_ms"] = k, probe_ms
+            unit_ms = gpu_ms if graphs and fn in graphs_ok else probe_ms
+            out[s]["capacity_units"], out[s]["capacity_ms"] = k, unit_ms
         else:
             stopped.add(s)
     return {"stages": out, "world": world, "batch": batch, "table_rows_cap": max_table_rows,
@@ -354,6 +377,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced grid for a quick check")
     p.add_argument("--no-stages", action="store_true", help="skip the stage capacity profile")
     p.add_argument("--no-fit", action="store_true", help="do not fit the cost model")
+    p.add_argument(
+        "--graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time kernels (and the stage budgets' probe) as CUDA-graph replays, as the "
+        "runtime's default path runs them; --no-graphs: eager fused calls (unset: "
+        "RAP_SHARE_GRAPHS decides, default on)",
+    )
     p.add_argument("--backend", choices=["auto", *costmodel.BACKENDS], default="auto",
                    help="auto = nnls")  # fmt: skip
     return p
@@ -387,13 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     prof = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
             "ref_batch": REF_BATCH, "command": "python -m rap_share.profile " + " ".join(
                 sys.argv[1:] if argv is None else argv)}  # fmt: skip
+    from rap_share.graphs import enabled as graphs_enabled
+
+    timed_graphs = graphs_enabled(args.graphs) and cuda
+    prof["timing"] = "cuda graph replay" if timed_graphs else "eager fused calls"
     if rank == 0:
         prof["kernels"] = profile_kernels(ops, args.degrees, args.widths, args.batches, device,
-                                          args.warmup_runs, args.iters, progress)  # fmt: skip
+                                          args.warmup_runs, args.iters, progress,
+                                          graphs=timed_graphs)  # fmt: skip
     if not args.no_stages:
         st = profile_stages(device, args.stage_batch, args.units, args.iters, args.warmup_runs,
                             args.max_table_rows, args.embedding_dim, progress,
-                            args.bottom_mlp, args.top_mlp)  # fmt: skip
+                            args.bottom_mlp, args.top_mlp, graphs=timed_graphs)  # fmt: skip
         prof.update(stages=st["stages"], stage_batch=st["batch"], stage_world=st["world"],
                     stage_table_rows_cap=st["table_rows_cap"])  # fmt: skip
     if world > 1:
