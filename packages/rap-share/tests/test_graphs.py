@@ -393,7 +393,7 @@ def test_graph_outputs_and_losses_equal_the_eager_path_on_gpu(raw_path, plan):
 
 @pytest.mark.gpu
 @gpu
-def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup):
+def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup, monkeypatch):
     """The graphed runner packs the raw rows of each of the ``batch_period`` distinct batches
     into pinned memory once; batches past the period reuse them and still equal the eager
     path, and with ``fold`` the captured outputs also carry the ids modulo the table sizes."""
@@ -412,6 +412,14 @@ def test_runner_pins_every_distinct_batch_and_folds_ids_on_gpu(setup):
         _same(got, want)
         for (v, _), f, n in zip(want["sparse"], got["folded"], fold):
             torch.testing.assert_close(f, torch.remainder(v.to(torch.int64), n))
+    # above the pinned-memory limit each load packs its own batch, with the same outputs
+    monkeypatch.setattr(graphs, "PREPACK_MAX_BYTES", 0)
+    r = StagedRunner(raw, progs["rap"], cfg, 0, dev)
+    assert r.graphed and not r._pinned and "raw rows packed per batch" in r.note, r.note
+    for it in (0, 1, 2):
+        got = r.run_all(it)
+        torch.cuda.synchronize()
+        _same(got, corun.preprocess(raw, progs["rap"], it, cfg, 0, dev))
 
 
 def test_blob_views_round_trip_the_packed_columns(setup):

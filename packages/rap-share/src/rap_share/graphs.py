@@ -23,9 +23,9 @@ columns and the outputs (with ``fold``, also the trainer's ids modulo its table 
 trainer launches nothing per batch). Every distinct batch of raw rows is packed into pinned
 host memory once, as one byte buffer per batch (:func:`blob_layout`), and
 :meth:`StagedRunner.load` copies a batch's raw rows into its slot in one asynchronous copy
-(after the trainer's stream has finished with the batch
-that used the slot before). Packing each batch at its load took 1.4-3.0 ms per step on 2 x
-H200, host time on a thread that shares the trainer's GIL. Then
+(after the trainer's stream has finished with the batch that used the slot before). Packing
+each batch at its load took 1.0-3.0 ms per step on 2 x H200, host time on a thread that
+shared the trainer's GIL. Then
 :meth:`StagedRunner.stage` replays one stage (the last also builds the outputs), and
 :meth:`StagedRunner.outputs` returns the slot's static outputs. Where capture is impossible
 (CPU, an op with a host sync such as a list op on list input, a capture error) the runner
@@ -197,7 +197,7 @@ class StagedRunner:
     def _prepack(self) -> None:
         """Every distinct batch of the raw rows (they repeat after :func:`batch_period`
         steps), packed as the slots lay them out, in pinned host memory, once: a load is then
-        a few asynchronous copies and no host work, as when a data loader has already read
+        one asynchronous copy and no host work, as when a data loader has already read
         the raw rows into pinned buffers. Above ``PREPACK_MAX_BYTES`` each load packs its
         batch instead (said in :attr:`note`)."""
         period = batch_period(self.raw.num_rows, self.cfg.batch, self.cfg.world)
