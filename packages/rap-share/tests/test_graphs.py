@@ -203,14 +203,17 @@ def test_fused_ops_equal_with_the_cache_on(setup, fresh_cache):
     assert fresh_cache
 
 
-def test_profiler_keeps_fresh_constants(fresh_cache):
-    """The cost-model profiler never turns the cache on: its fused calls build their
-    constants per call, as on the eager path."""
-    import inspect
-
+def test_profiler_keeps_fresh_constants_when_timing_eagerly(fresh_cache):
+    """Timed eagerly (``--no-graphs``, or no CUDA device even with ``graphs``), the cost-model
+    profiler's fused calls build their constants per call, as on the eager path; only a CUDA
+    capture turns the cache on, as the stage runner does."""
     from rap_share import profile
 
-    assert "cached_constants" not in inspect.getsource(profile)
+    for graphs_on in (False, True):
+        rows = profile.profile_kernels(["sigrid_hash"], [2], [1], [16], torch.device("cpu"),
+                                       0, 1, progress=False, graphs=graphs_on)  # fmt: skip
+        assert not rows[0]["graph"]
+    assert not fresh_cache and fused.constants_cached() is False
     fused.run("sigrid_hash", [Column(torch.arange(8))], [{"salt": 0, "max_value": 10}])
     assert not fresh_cache
 
