@@ -692,8 +692,7 @@ class Trainer:
         if self.cfg.graphs:
             runner = self.rap_runner()
             return self._loop_staged(runner.load, runner.stage, runner.outputs,
-                                     not runner.graphed, total, tick, losses,
-                                     inline=runner.graphed)  # fmt: skip
+                                     runner.graphed, total, tick, losses)  # fmt: skip
         state: dict = {}
 
         def load(it, free=None):
@@ -706,21 +705,20 @@ class Trainer:
         def stage(s, it):  # the worker runs jobs in posting order: state["env"] is batch it's
             run_launches(prog.stages.get(s, []), state["env"])
 
-        self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), True, total,
+        self._loop_staged(load, stage, lambda it: outputs(state["env"], prog), False, total,
                           tick, losses)  # fmt: skip
 
-    def _loop_staged(self, load, stage, outputs_of, record, total, tick, losses,
-                     inline: bool = False) -> None:  # fmt: skip
+    def _loop_staged(self, load, stage, outputs_of, graphed, total, tick, losses) -> None:
         """The trainer's side of ``rap``: ``load(it, free)`` (``free``: an event after the
         trainer's reads of the batch it replaces), ``stage(s, it)`` and ``outputs_of(it)``
-        come from one of the two paths; ``record``: the outputs were made on the worker's
-        stream (``record_stream`` on the trainer's). Without ``record`` the outputs are the
-        runner's static buffers, one set per slot, so their model inputs are built once per
-        slot and reused, as Ideal reuses its premade batches (not with ``Config.check``,
-        which compares every batch). ``inline`` (captured graphs): the jobs run on the
-        trainer's thread as it reaches each stage (:class:`InlineStageWorker`), not on a
-        worker thread."""
-        worker = InlineStageWorker(self.device) if inline else StageWorker(self.device)
+        come from one of the two paths. Eager (``graphed`` False): a worker thread runs the
+        jobs (:class:`StageWorker`) and the outputs, made on its stream, are
+        ``record_stream``-ed on the trainer's. ``graphed`` (captured graphs): the jobs run on
+        the trainer's thread as it reaches each stage (:class:`InlineStageWorker`), and the
+        outputs are the runner's static buffers, one set per slot, so their model inputs are
+        built once per slot and reused, as Ideal reuses its premade batches (not with
+        ``Config.check``, which compares every batch)."""
+        worker = InlineStageWorker(self.device) if graphed else StageWorker(self.device)
         main = torch.cuda.current_stream(self.device) if self.cuda else None
         clock = self.clock
         cur = {"it": -1}
@@ -737,10 +735,10 @@ class Trainer:
             worker.wait()
             for it in range(total):
                 out = outputs_of(it)
-                if self.cuda and record:
+                if self.cuda and not graphed:
                     for t in [out["dense"], out["labels"], *[x for s in out["sparse"] for x in s]]:
                         t.record_stream(main)
-                if record or self.cfg.check:
+                if not graphed or self.cfg.check:
                     inputs = self.model_inputs(out, it, True)
                 else:
                     inputs = reuse.get(id(out))
