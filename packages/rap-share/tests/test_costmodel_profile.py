@@ -142,6 +142,11 @@ def test_measured_stage_times_give_positive_budgets(prof):
     b = costmodel.stage_budgets_from_profile(_stages(base=0.8, corun_ms=1.7, probe_ms=0.54))
     assert all(v == pytest.approx(0.54 * 0.05 * 0.8 / 0.9) for v in b.values())
     assert costmodel.stage_budgets_from_profile(_stages(capacity_ms=0.3))["emb_fwd"] == 0.3
+    st = _stages(base=0.8, corun_ms=1.7, probe_ms=0.54)
+    st["emb_bwd"]["capacity_ms"] = 0.4
+    cm = costmodel._add_stages(costmodel.CostModel("nnls", "x"), {"stages": st})
+    assert cm.measured_stages == ["emb_bwd"] and cm.capacity_ms["emb_bwd"] == 0.4
+    assert costmodel.CostModel(**cm.to_json()).measured_stages == ["emb_bwd"]
     d = json.loads((prof / "profile.json").read_text())
     cm = costmodel.fit(d)
     assert all(v > 0 for v in cm.stage_budgets(4096).values())

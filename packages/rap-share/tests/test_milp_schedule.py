@@ -143,6 +143,27 @@ def test_schedule_takes_another_stage_before_overflowing():
     assert all(sched.load(s) <= b + 1e-12 for s, b in budgets.items())
 
 
+def test_schedule_fills_measured_stages_before_extrapolated_ones():
+    # the 2 x H200 graph-replay profile at batch 4096: only emb_bwd has a measured capacity;
+    # grad_comm's extrapolated budget has more room per base ms (0.85 vs 0.82) but stretches
+    budgets = {"emb_fwd": 0.151, "mlp_fwd": 0.092, "mlp_bwd": 0.239, "emb_bwd": 1.705,
+               "grad_comm": 0.463}  # fmt: skip
+    times = {"emb_fwd": 1.27, "mlp_fwd": 0.75, "mlp_bwd": 1.92, "emb_bwd": 2.08, "grad_comm": 0.547}
+    kernels = [_kernel("logit", 3, level=0), _kernel("firstx", 5, level=1)]
+    assert {p.stage for p in schedule_gpu(0, kernels, _cost, budgets, times).placed} == {
+        "grad_comm"}  # fmt: skip
+    sched = schedule_gpu(0, kernels, _cost, budgets, times, measured=["emb_bwd"])
+    assert sched.chosen == ["emb_bwd"] and {p.stage for p in sched.placed} == {"emb_bwd"}
+    # more than the measured stage holds: the extrapolated stages take the rest, best first
+    small = dict(budgets, emb_bwd=0.05)
+    sched = schedule_gpu(0, kernels, _cost, small, times, measured=["emb_bwd"])
+    assert sched.chosen == ["emb_bwd", "grad_comm"] and sched.overflow_ms == 0
+    assert [(p.stage, p.shard) for p in sched.placed][:2] == [("emb_bwd", (0, 2)),
+                                                              ("grad_comm", (2, 3))]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown stages.*emb_bwdd"):
+        schedule_gpu(0, kernels, _cost, budgets, times, measured=["emb_bwdd"])
+
+
 def test_schedule_reports_overflow():
     budgets = {s: 0.05 for s in ("emb_fwd", "mlp_fwd", "mlp_bwd", "emb_bwd", "grad_comm")}
     sched = schedule_gpu(0, [_kernel("logit", 40)], _cost, budgets, {s: 1.0 for s in budgets})

@@ -80,6 +80,9 @@ class CostModel:
     scaling: dict = field(default_factory=dict)  # op -> [w0, w1]
     stage_ms: dict = field(default_factory=dict)  # stage -> base latency at stage_batch
     capacity_ms: dict = field(default_factory=dict)  # stage -> budget (ms) at stage_batch
+    # stages whose budget is a measured capacity point; the others' budgets are extrapolated
+    # from a probe that already stretched the stage, and the schedule fills them last
+    measured_stages: list = field(default_factory=list)
     stage_batch: int = REF_BATCH
     accuracy: dict = field(default_factory=dict)  # group -> share within 10 %
     held_out: dict = field(default_factory=dict)  # {"within_10pct", "n", "median_rel_err"}
@@ -144,8 +147,8 @@ class CostModel:
     # ------------------------------------------------------------------ io
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "backend", "device", "models", "scaling", "stage_ms", "capacity_ms", "stage_batch",
-            "accuracy", "held_out", "note")}  # fmt: skip
+            "backend", "device", "models", "scaling", "stage_ms", "capacity_ms",
+            "measured_stages", "stage_batch", "accuracy", "held_out", "note")}  # fmt: skip
 
     def save(self, path: str | os.PathLike) -> Path:
         p = Path(path)
@@ -331,6 +334,7 @@ def _add_stages(cm: CostModel, profile: dict) -> CostModel:
         return cm
     cm.stage_ms = {s: st[s]["base_ms"] for s in st}
     cm.capacity_ms = stage_budgets_from_profile(st)
+    cm.measured_stages = [s for s in STAGES if st[s].get("capacity_ms", 0.0) > 0]
     return cm
 
 

@@ -167,7 +167,9 @@ def make_plan(
     times = cm.stage_times(batch)
     for gg in gpu_graphs:
         kernels, sols = fuse_gpu(gg, solver, time_limit, n_levels)
-        sched = schedule_gpu(gg.gpu, kernels, plan.kernel_cost, budgets, times)
+        sched = schedule_gpu(
+            gg.gpu, kernels, plan.kernel_cost, budgets, times, measured=cm.measured_stages
+        )
         plan.gpus.append(GpuPlan(gg, kernels, sols, sched))
     plan.plan_seconds = time.perf_counter() - t0
     return plan

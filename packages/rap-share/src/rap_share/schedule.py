@@ -1,8 +1,11 @@
 """Packing fused kernels into the training stages of one GPU (RAP section 6, greedy).
 
 1. Sum the predicted cost of all fused kernels of the GPU.
-2. Rank stages by budget / base time (most spare first) and take stages in that order until
-   their budgets cover the total. If packing (step 3) then leaves kernels over, because
+2. Rank stages by budget / base time (most spare first), stages with a measured capacity
+   before those whose budget is extrapolated (``measured``), and take stages in that order
+   until their budgets cover the total. An extrapolated budget comes from a probe that
+   already stretched its stage: on 2 x H200 it ranked grad_comm (an all-reduce) above
+   emb_bwd, and the kernels packed there stretched grad_comm by up to 1.39x. If packing (step 3) then leaves kernels over, because
    sharding added cost, take the next stage in that order and pack again, until nothing is
    left or every stage with a budget is taken.
 3. Walk the chosen stages in execution order and pack kernels, kept in fused (level) order,
@@ -17,7 +20,7 @@ stage than its consumer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from rap_share.constants import STAGES
@@ -77,13 +80,21 @@ def schedule_gpu(
     cost: Cost,
     budgets: dict[str, float],
     stage_ms: dict[str, float] | None = None,
+    measured: Collection[str] | None = None,
 ) -> StageSchedule:
     """Greedy stage assignment with column sharding (see module docstring)."""
     stage_ms = stage_ms or {}
     sched = StageSchedule(gpu, dict(budgets), dict(stage_ms))
     costs = [cost(k) for k in kernels]
     total = sum(costs)
-    rank = sorted(STAGES, key=lambda s: (-budgets.get(s, 0.0) / max(stage_ms.get(s, 1.0), 1e-9),
+    unknown = sorted(set(measured or ()) - set(STAGES))
+    if unknown:
+        raise ValueError(
+            f"schedule_gpu: measured names unknown stages {unknown}; stages are {STAGES}"
+        )
+    first = set(measured or STAGES)
+    rank = sorted(STAGES, key=lambda s: (s not in first,
+                                         -budgets.get(s, 0.0) / max(stage_ms.get(s, 1.0), 1e-9),
                                          STAGES.index(s)))  # fmt: skip
     usable = [s for s in rank if budgets.get(s, 0.0) > 0]
     chosen, cover = [], 0.0
