@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -157,6 +158,44 @@ def test_figures_cli_rejects_bad_usage(capsys):
     with pytest.raises(SystemExit) as e:
         figures_main(["figure10", "--cpu-threads", "-1"])
     assert e.value.code == 2 and "--cpu-threads must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        figures_main(["figure9", "--variants", "rap,ideal"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--variants: ideal not in figure9's variants" in err
+
+
+def test_figures_cli_runs_only_the_variants_asked_for(tmp_path, capsys):
+    args = [
+        "figure10",
+        "--variants",
+        "rap,ideal",
+        "--device",
+        "cpu",
+        "--plans",
+        "plan0",
+        "--batches",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--rows",
+        "256",
+        "--embedding-dim",
+        "8",
+        "--max-table-rows",
+        "500",
+        "--no-diagnostics",
+        "--out-dir",
+        str(tmp_path / "res"),
+        "--docs",
+        str(tmp_path / "docs" / "figures.md"),
+    ]
+    assert figures_main(args) == 0
+    rows = [json.loads(x) for x in (tmp_path / "res" / "figure10.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows} == {"ideal", "rap"}
+    out = capsys.readouterr().out
+    assert "RAP / Ideal:" in out and "RAP / Sequential" not in out
 
 
 def test_rank_threads_split_the_host_among_ranks():

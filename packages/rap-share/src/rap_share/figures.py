@@ -409,6 +409,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=sorted(FIGURES))
     p.add_argument("--plans", type=_csv(str), default=["plan0", "plan1"], help="plan0,plan1")
     p.add_argument("--batches", type=_csv(int), default=[4096, 8192], help="rows per GPU")
+    p.add_argument("--variants", type=_csv(str), default=[],
+                   help="only these of the figure's variants, e.g. ideal,rap (default: all; "
+                        "ratios to a baseline left out are not computed)")  # fmt: skip
     p.add_argument("--gpus", type=int, default=0, help="ranks (0: the GPUs present, at most 2)")
     p.add_argument("--steps", type=int, default=100,
                    help="measured iterations per run (2 x H200, batch 4096: Ideal's 35-step runs "
@@ -483,12 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     bad = [p for p in args.plans if p not in TABLES]
     if bad or not args.plans or not args.batches or any(b < 1 for b in args.batches):
         parser().error(f"--plans must be from {sorted(TABLES)} and --batches positive")
+    unknown = [v for v in args.variants if v not in FIGURES[args.figure]]
+    if unknown:
+        parser().error(f"--variants: {', '.join(unknown)} not in {args.figure}'s variants "
+                       f"{', '.join(FIGURES[args.figure])}")  # fmt: skip
+    variants = [v for v in FIGURES[args.figure] if v in args.variants or not args.variants]
     if args.data and not os.path.isfile(args.data):
         print(f"error: --data {args.data}: no such file", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
     try:
-        runs, note = measure(args, FIGURES[args.figure])
+        runs, note = measure(args, variants)
     except Exception as e:
         print(f"error: {args.figure} failed: {e}", file=sys.stderr)
         return 1
