@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Everything bagpipe needs from a GPU machine (1 or 2 GPUs), in one call from the repo root:
+# Everything bagpipe needs from a GPU machine (1, 2 or more GPUs), in one call from the repo root:
 # the gpu tests, then a short figure 9 (DLRM, Kaggle-sized tables, global batch 16384, 80 steps,
 # bagpipe vs the no-cache PS, static hot cache and model-parallel baselines).
 # Knobs: MODELS (dlrm), FIG_STEPS (80), FIG_WARMUP (20), VARIANT_STEPS (e.g. ps=150),
-# FIG_TIMEOUT (330 s). The paper-length run on nvidia-h200-x2 (about 9 minutes):
+# FIG_TIMEOUT (330 s), TRAINERS (default: the GPUs present, at least 2). The paper-length run
+# on nvidia-h200-x2 (about 9 minutes):
 #   STEPS="env figure9" MODELS=dlrm,wide-deep,dcn,deepfm FIG_STEPS=550 FIG_WARMUP=50 \
 #   VARIANT_STEPS=ps=120 FIG_TIMEOUT=560 bash packages/bagpipe/benchmarks/gpu_check.sh
 #
 #   OUT=/tmp/out bash packages/bagpipe/benchmarks/gpu_check.sh
+#
+# Issue 13 on one 8-GPU host (nvidia-h200-x8): the same with TRAINERS=4, then TRAINERS=8 (each
+# call appends its rows; a run's trainer count is its rows' `trainers`, `gpus` is the GPUs the
+# host has). Split MODELS over calls if a call's limit is short.
 #
 # Files under $OUT/bagpipe/ (2): run.log, figure9.jsonl. With 1 GPU the 2 trainers share it (gloo).
 set -uo pipefail
@@ -44,6 +49,7 @@ for s in $STEPS; do
         step figure9 "${FIG_TIMEOUT:-330}" python3 -m bagpipe.figure9 --models "${MODELS:-dlrm}" \
             --steps "${FIG_STEPS:-80}" --warmup "${FIG_WARMUP:-20}" \
             --variant-steps "${VARIANT_STEPS:-}" --global-batch 16384 --servers 2 \
+            ${TRAINERS:+--trainers "$TRAINERS"} \
             --timeout 300 --work "$WORK" --out "$DEST/figure9.jsonl" ;;
     esac
 done
