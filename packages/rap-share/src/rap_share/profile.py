@@ -4,7 +4,7 @@
    degree x width x batch on the device present (CUDA events; perf_counter on CPU). With
    ``--graphs`` (the default where the runtime's CUDA-graph path is on) each launch is
    captured in a CUDA graph and its replay is timed, as the stage runner replays it; eager
-   timing (``--no-graphs``; the shipped H200 profile of 2026-11-30) includes ~0.2 ms of
+   timing (``--no-graphs``; the H200 profile shipped until 2026-12-01) includes ~0.2 ms of
    Python per fused call: that profile predicts 1.8-4.7 ms of preprocessing per batch where
    the stage runner's replays take 0.16-0.36 ms of GPU time (2 x H200), so at batch 4096
    the planner spills kernels out of emb_bwd into the stages with collectives.
