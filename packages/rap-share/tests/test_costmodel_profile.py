@@ -219,3 +219,48 @@ def test_profile_kernels_as_graph_replays_on_gpu():
     off = profile.profile_kernels(*args, graphs=False)
     assert all(r["graph"] and r["ms"] > 0 for r in on), on
     assert not any(r["graph"] for r in off) and all(r["ms"] > 0 for r in off)
+
+
+def test_budgets_from_idle_gpu_time(prof, tmp_path, capsys):
+    """``--budgets idle``: half of each stage's idle GPU time (base - busy), a token budget
+    where a stage has none, every stage counted as measured; a profile without ``busy_ms``
+    (a CPU profile) is refused, naming the stage."""
+    st = _stages(base=2.0)
+    for s, busy in zip(STAGES, [0.4, 1.0, 2.0, 0.0, 2.5]):
+        st[s]["busy_ms"] = busy
+    b = costmodel.stage_budgets_from_idle(st)
+    assert [b[s] for s in STAGES] == pytest.approx([0.8, 0.5, 1e-3, 1.0, 1e-3])
+    assert costmodel.stage_budgets_from_idle(st, share=1.0)["emb_fwd"] == pytest.approx(1.6)
+    with pytest.raises(ValueError, match="share"):
+        costmodel.stage_budgets_from_idle(st, share=0.0)
+    d = json.loads((prof / "profile.json").read_text())
+    with pytest.raises(ValueError, match="emb_fwd has no busy_ms"):
+        costmodel.fit(d, budgets="idle")
+    with pytest.raises(ValueError, match="budgets: expected one of"):
+        costmodel.fit(d, budgets="free")
+    d["stages"] = {s: dict(d["stages"][s], busy_ms=0.25 * d["stages"][s]["base_ms"])
+                   for s in STAGES}  # fmt: skip
+    cm = costmodel.fit(d, budgets="idle")
+    assert cm.measured_stages == list(STAGES)
+    for s in STAGES:
+        assert cm.capacity_ms[s] == pytest.approx(0.375 * d["stages"][s]["base_ms"])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(d))
+    out = tmp_path / "m.json"
+    assert costmodel.main(["fit", str(path), "--out", str(out), "--budgets", "idle"]) == 0
+    assert "idle GPU time" in json.loads(out.read_text())["note"]
+    cpu = prof / "profile.json"
+    assert costmodel.main(["fit", str(cpu), "--out", str(out), "--budgets", "idle"]) == 1
+    assert "no busy_ms" in capsys.readouterr().err
+    assert not any("busy_ms" in v for v in json.loads(cpu.read_text())["stages"].values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_stage_profile_measures_busy_time_on_gpu():
+    """On CUDA every stage gets ``busy_ms``: the trainer stream's kernel time, positive and
+    below the stage's length plus the trace's noise (no timing comparison beyond that)."""
+    st = profile.profile_stages(torch.device("cuda", 0), 1024, [1], 3, 2, 10_000, 16,
+                                progress=False, bottom_mlp="32", top_mlp="32-1")  # fmt: skip
+    for s in STAGES:
+        assert 0 < st["stages"][s]["busy_ms"] < 10 * st["stages"][s]["base_ms"], s

@@ -42,6 +42,9 @@ from rap_share.ops import OP_NAMES, spec
 GROUPS = ("1d", "bucketize", "firstx", "ngram", "onehot")
 BACKENDS = ("nnls", "xgboost", "lstsq")
 HELD_OUT = 0.2  # share of a profile's kernel rows kept out of the fit and scored
+BUDGET_SOURCES = ("stretch", "idle")  # where stage budgets come from (see fit)
+IDLE_SHARE = 0.5  # the share of a stage's idle GPU time the schedule may fill
+MIN_BUDGET_MS = 1e-3  # a stage with no idle time keeps a token budget (budgets must be > 0)
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
@@ -271,8 +274,13 @@ def analytic_model() -> CostModel:
 
 
 # ---------------------------------------------------------------------- fitting
-def fit(profile: dict, backend: str | None = None, seed: int = 0) -> CostModel:
-    """Train the kernel regressors and batch scaling from a profile dict (profile.json)."""
+def fit(profile: dict, backend: str | None = None, seed: int = 0,
+        budgets: str = "stretch") -> CostModel:  # fmt: skip
+    """Train the kernel regressors and batch scaling from a profile dict (profile.json).
+    ``budgets``: the stage budgets from the co-run stretch test (``stretch``) or from each
+    stage's idle GPU time (``idle``, :func:`stage_budgets_from_idle`)."""
+    if budgets not in BUDGET_SOURCES:
+        raise ValueError(f"budgets: expected one of {BUDGET_SOURCES}, got {budgets!r}")
     rows = profile.get("kernels", [])
     if not rows:
         raise ValueError("the profile has no kernel measurements ('kernels' is empty)")
@@ -280,7 +288,7 @@ def fit(profile: dict, backend: str | None = None, seed: int = 0) -> CostModel:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "nnls":
-        return _fit_nnls(profile, rows, seed)
+        return _fit_nnls(profile, rows, seed, budgets)
     ref = [r for r in rows if r["batch"] == REF_BATCH]
     if not ref:
         raise ValueError(f"the profile has no kernels measured at the reference batch {REF_BATCH}")
@@ -321,10 +329,37 @@ def fit(profile: dict, backend: str | None = None, seed: int = 0) -> CostModel:
             pred = cm._predict_ref(group, x[test])
             cm.accuracy[group] = within(pred, np.exp(y[test]))
     cm.scaling = _fit_scaling(rows)
-    return _add_stages(cm, profile)
+    return _add_stages(cm, profile, budgets)
 
 
-def _add_stages(cm: CostModel, profile: dict) -> CostModel:
+def stage_budgets_from_idle(stages: dict, share: float = IDLE_SHARE) -> dict[str, float]:
+    """Budget (ms) per stage: ``share`` of the GPU time the stage leaves idle, ``base_ms -
+    busy_ms`` (:mod:`rap_share.stagetrace`), at least ``MIN_BUDGET_MS``. For a host-paced
+    step, where the co-run stretch is mostly host jitter (docs/rap-share/figures.md).
+    Raises ValueError naming a stage without ``busy_ms`` (profiles made before 2026-12-01, or
+    on a CPU) or with a base time that is not positive."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    out = {}
+    for s in STAGES:
+        st = stages.get(s)
+        if st is None:
+            raise ValueError(f"profile stages: stage {s!r} is missing (have {sorted(stages)})")
+        base, busy = st.get("base_ms", 0.0), st.get("busy_ms")
+        if not (base > 0 and math.isfinite(base)):
+            raise ValueError(f"profile stages: {s} base_ms must be > 0, got {base!r}")
+        if busy is None or not (busy >= 0 and math.isfinite(busy)):
+            raise ValueError(
+                f"profile stages: {s} has no busy_ms (got {busy!r}); profile on a CUDA GPU "
+                "with python -m rap_share.profile, or use --budgets stretch"
+            )
+        out[s] = max(share * (base - busy), MIN_BUDGET_MS)
+    return out
+
+
+def _add_stages(cm: CostModel, profile: dict, budgets: str = "stretch") -> CostModel:
+    if budgets not in BUDGET_SOURCES:
+        raise ValueError(f"budgets: expected one of {BUDGET_SOURCES}, got {budgets!r}")
     st = profile.get("stages", {})
     cm.stage_batch = int(profile.get("stage_batch", REF_BATCH))
     if not st:
@@ -333,12 +368,16 @@ def _add_stages(cm: CostModel, profile: dict) -> CostModel:
         cm.note = "no stage capacity in the profile: stage budgets are the analytic fallback"
         return cm
     cm.stage_ms = {s: st[s]["base_ms"] for s in st}
-    cm.capacity_ms = stage_budgets_from_profile(st)
-    cm.measured_stages = [s for s in STAGES if st[s].get("capacity_ms", 0.0) > 0]
+    if budgets == "idle":
+        cm.capacity_ms = stage_budgets_from_idle(st)
+        cm.measured_stages = list(STAGES)
+    else:
+        cm.capacity_ms = stage_budgets_from_profile(st)
+        cm.measured_stages = [s for s in STAGES if st[s].get("capacity_ms", 0.0) > 0]
     return cm
 
 
-def _fit_nnls(profile: dict, rows: list[dict], seed: int) -> CostModel:
+def _fit_nnls(profile: dict, rows: list[dict], seed: int, budgets: str = "stretch") -> CostModel:
     """Per-op nnls fit on all batches; HELD_OUT of the rows scored, per group and overall."""
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(rows))
@@ -359,7 +398,7 @@ def _fit_nnls(profile: dict, rows: list[dict], seed: int) -> CostModel:
             g = [r for r in held if spec(r["op"]).group == group]
             if g:
                 cm.accuracy[group] = evaluate(cm, {"kernels": g})["within_10pct"]
-    return _add_stages(cm, profile)
+    return _add_stages(cm, profile, budgets)
 
 
 def _fit_scaling(rows: list[dict]) -> dict[str, list[float]]:
@@ -441,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                    help="auto = nnls")  # fmt: skip
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--budgets", choices=BUDGET_SOURCES, default="stretch",
+                   help="stage budgets from the co-run stretch test, or half of each stage's "
+                        "idle GPU time (profiles with busy_ms, made on CUDA since 2026-12-01)")  # fmt: skip
     e = sub.add_parser(
         "evaluate",
         help="share of a profile's kernels predicted within 10 %%",
@@ -452,9 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prof = json.loads(Path(args.profile).read_text())
         if args.cmd == "fit":
-            cm = fit(prof, None if args.backend == "auto" else args.backend, args.seed)
+            cm = fit(prof, None if args.backend == "auto" else args.backend, args.seed,
+                     args.budgets)  # fmt: skip
             cm.note = f"fit on {cm.device}; held-out within 10 %: " + ", ".join(
                 f"{g} {a:.0%}" for g, a in cm.accuracy.items())  # fmt: skip
+            if args.budgets == "idle":
+                cm.note += f"; stage budgets: {IDLE_SHARE:.0%} of each stage's idle GPU time"
             cm.save(args.out)
             print(f"{cm.backend} model of {cm.device}: held-out within 10 %: "
                   + ", ".join(f"{g} {a:.0%}" for g, a in cm.accuracy.items())

@@ -19,8 +19,11 @@
    the eager ~0.5 ms (host-bound) fused call from the trainer's own thread, which delayed the
    stage's own launches by that much, stretched every stage by > 5 % at the smallest probe
    and gave budgets of 0. When capture fails the probe runs eagerly from a helper thread.
-   On one GPU ``grad_comm`` holds the SGD update only; under ``torchrun`` on N GPUs it holds
-   the NCCL all-reduce too.
+   On CUDA each stage's ``busy_ms`` is measured too: the trainer stream's kernel time in the
+   stage, from a ``torch.profiler`` trace of a few steps (:mod:`rap_share.stagetrace`);
+   ``base_ms - busy_ms`` is the GPU time the stage leaves idle, which ``costmodel fit
+   --budgets idle`` turns into budgets. On one GPU ``grad_comm`` holds the SGD update only;
+   under ``torchrun`` on N GPUs it holds the NCCL all-reduce too.
 3. **Fit**: the cost-model regressors (xgboost when installed, least squares otherwise) with
    their held-out accuracy (share within +-10 %).
 
@@ -41,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from rap_share import costmodel, fused
+from rap_share import costmodel, fused, stagetrace
 from rap_share.columns import Column
 from rap_share.constants import CAPACITY_STRETCH, KAGGLE_PLAN_TABLES, REF_BATCH, STAGES
 from rap_share.ops import OP_NAMES
@@ -184,16 +187,25 @@ class _Recorder:
     """Stage hook: events (CUDA) or clocks (CPU) at each boundary, probe launches on demand.
 
     A CUDA-graph probe (``graph=True``) is replayed on the side stream from the hook (one
-    launch); an eager probe runs in a helper thread so its host time is not the trainer's."""
+    launch); an eager probe runs in a helper thread so its host time is not the trainer's.
+    With ``mark`` each boundary also opens an empty ``record_function`` named for
+    :mod:`rap_share.stagetrace`, so a ``torch.profiler`` trace shows where the stages begin."""
 
-    def __init__(self, device, probe=None, probe_stage: str | None = None, graph: bool = False):
+    mark = False  # class default: benchmarks/trace_stages.py turns it on for a whole profile
+
+    def __init__(self, device, probe=None, probe_stage: str | None = None, graph: bool = False,
+                 mark: bool = False):  # fmt: skip
         self.device, self.probe, self.probe_stage, self.graph = device, probe, probe_stage, graph
+        self.mark = mark or type(self).mark
         self.cuda = device.type == "cuda"
         self.side = torch.cuda.Stream(device) if self.cuda else None
         self.marks: list[tuple[str, object]] = []
         self.thread: threading.Thread | None = None
 
     def __call__(self, stage: str) -> None:
+        if self.mark:
+            with torch.profiler.record_function(f"{stagetrace.MARK}{stage}:{self.probe_stage}"):
+                pass
         self.marks.append((stage, self._mark()))
         if self.probe is not None and stage == self.probe_stage:
             if self.cuda:
@@ -245,8 +257,10 @@ def profile_stages(
     bottom_mlp: str = "512-256",
     top_mlp: str = "1024-1024-512-1",
     graphs: bool = False,
+    busy: bool = True,
 ) -> dict:
-    """Each stage's base time and its capacity (module doc, step 2). The budget is the
+    """Each stage's base time and its capacity (module doc, step 2); with ``busy``, on CUDA,
+    also each stage's GPU busy time (``busy_ms``, from a short trace). The budget is the
     probe's latency at the capacity: its eager fused call, the unit of eager-timed kernels,
     or with ``graphs`` (kernels timed as graph replays, :func:`profile_kernels`) the probe's
     graph replay, so that budgets and kernel costs are in the same unit."""
@@ -269,8 +283,9 @@ def profile_stages(
     off = torch.arange(batch * world + 1, device=device)
     sparse = JaggedBatch([names[i] for i in owned], ids, [off] * len(ids))
 
-    def run(probe=None, stage=None) -> dict[str, float]:
-        rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs_ok)
+    def run(probe=None, stage=None, mark=False) -> dict[str, float]:
+        rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs_ok,
+                        mark=mark)  # fmt: skip
         step = TrainStep(model, lr=1e-4, world=world, on_stage=rec)
         step(dense, sparse, labels)
         return rec.finish()
@@ -286,6 +301,15 @@ def profile_stages(
         s: {"base_ms": base[s], "capacity_units": 0, "capacity_ms": 0.0, "corun": []}
         for s in STAGES
     }
+    if busy and device.type == "cuda":  # the trainer stream's kernel time per stage
+        try:
+            kernel_ms = stagetrace.stage_busy_ms(lambda: run(mark=True), n=max(3, min(iters, 10)))
+            for s in STAGES:
+                if s in kernel_ms:
+                    out[s]["busy_ms"] = kernel_ms[s]
+        except Exception as e:  # a profiler failure must not lose the capacity profile
+            print(f"[profile] stage busy time not measured: {type(e).__name__}: {e}",
+                  file=sys.stderr)  # fmt: skip
     probes, graphs_ok = {}, set()
     for k in units:
         cols = make_columns("sigrid_hash", 4 * k, PROBE_WIDTH, batch, device, seed=k)
