@@ -187,6 +187,17 @@ def check_budgets(budgets: dict, where: str) -> None:
         )
 
 
+def _stage_base(stages: dict, s: str) -> tuple[dict, float]:
+    """A profile stage's entry and its base time; ValueError if missing or not positive."""
+    st = stages.get(s)
+    if st is None:
+        raise ValueError(f"profile stages: stage {s!r} is missing (have {sorted(stages)})")
+    base = st.get("base_ms", 0.0)
+    if not (base > 0 and math.isfinite(base)):
+        raise ValueError(f"profile stages: {s} base_ms must be > 0, got {base!r}")
+    return st, base
+
+
 def stage_budgets_from_profile(stages: dict) -> dict[str, float]:
     """Budget (ms) per stage from a profile's ``stages`` entry.
 
@@ -198,12 +209,7 @@ def stage_budgets_from_profile(stages: dict) -> dict[str, float]:
 
     out = {}
     for s in STAGES:
-        st = stages.get(s)
-        if st is None:
-            raise ValueError(f"profile stages: stage {s!r} is missing (have {sorted(stages)})")
-        base = st.get("base_ms", 0.0)
-        if not (base > 0 and math.isfinite(base)):
-            raise ValueError(f"profile stages: {s} base_ms must be > 0, got {base!r}")
+        st, base = _stage_base(stages, s)
         if st.get("capacity_ms", 0.0) > 0:
             out[s] = float(st["capacity_ms"])
             continue
@@ -342,12 +348,8 @@ def stage_budgets_from_idle(stages: dict, share: float = IDLE_SHARE) -> dict[str
         raise ValueError(f"share must be in (0, 1], got {share!r}")
     out = {}
     for s in STAGES:
-        st = stages.get(s)
-        if st is None:
-            raise ValueError(f"profile stages: stage {s!r} is missing (have {sorted(stages)})")
-        base, busy = st.get("base_ms", 0.0), st.get("busy_ms")
-        if not (base > 0 and math.isfinite(base)):
-            raise ValueError(f"profile stages: {s} base_ms must be > 0, got {base!r}")
+        st, base = _stage_base(stages, s)
+        busy = st.get("busy_ms")
         if busy is None or not (busy >= 0 and math.isfinite(busy)):
             raise ValueError(
                 f"profile stages: {s} has no busy_ms (got {busy!r}); profile on a CUDA GPU "
