@@ -32,14 +32,10 @@ def traced(out: str, batch: int) -> str:
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda:0" if cuda else "cpu")
     args = (dev, batch, [1], 3, 2, 1_000_000, 128)
-    kw = {"progress": False, "graphs": cuda, "busy": False}  # no trace inside the trace
-    profile._Recorder.mark = True
-    try:
-        profile.profile_stages(*args, **kw)
-        path = os.path.join(out, "trace.json.gz")
-        trace = stagetrace.trace(lambda: profile.profile_stages(*args, **kw), 1)
-    finally:
-        profile._Recorder.mark = False
+    kw = {"progress": False, "graphs": cuda, "busy": False, "mark": True}  # no nested trace
+    profile.profile_stages(*args, **kw)
+    path = os.path.join(out, "trace.json.gz")
+    trace = stagetrace.trace(lambda: profile.profile_stages(*args, **kw), 1)
     with gzip.open(path, "wt", encoding="utf-8") as g:
         json.dump(trace, g)
     return path

@@ -573,20 +573,19 @@ class Trainer:
         from rec_common.jagged import JaggedBatch
 
         dev = self.device
-        folded = out.get("folded")
-        if mapped and folded is not None:  # the stage runner's graphs took the ids modulo
-            owned = JaggedBatch(self.owned_names, list(folded), [o for _, o in out["sparse"]])
-            if self.cfg.check:
-                self.check(out["dense"], owned, out["labels"], it)
-            return out["dense"], owned, out["labels"]
-        dense = torch.as_tensor(out["dense"]).to(dev, non_blocking=True)
-        labels = torch.as_tensor(out["labels"]).to(dev, non_blocking=True)
-        sparse = [tuple(torch.as_tensor(x).to(dev, non_blocking=True) for x in s)
-                  for s in out["sparse"]]  # fmt: skip
-        if not mapped:
-            sparse = input_all_to_all(sparse, self.placement, self.rank, self.cfg.world,
-                                      self.group)  # fmt: skip
-        vals = [torch.remainder(v, n) for (v, _), n in zip(sparse, self.owned_sizes)]
+        folded = out.get("folded") if mapped else None
+        if folded is not None:  # the stage runner's graphs took the ids modulo already
+            dense, labels, sparse = out["dense"], out["labels"], out["sparse"]
+            vals = list(folded)
+        else:
+            dense = torch.as_tensor(out["dense"]).to(dev, non_blocking=True)
+            labels = torch.as_tensor(out["labels"]).to(dev, non_blocking=True)
+            sparse = [tuple(torch.as_tensor(x).to(dev, non_blocking=True) for x in s)
+                      for s in out["sparse"]]  # fmt: skip
+            if not mapped:
+                sparse = input_all_to_all(sparse, self.placement, self.rank, self.cfg.world,
+                                          self.group)  # fmt: skip
+            vals = [torch.remainder(v, n) for (v, _), n in zip(sparse, self.owned_sizes)]
         owned = JaggedBatch(self.owned_names, vals, [o for _, o in sparse])
         if self.cfg.check:
             self.check(dense, owned, labels, it)

@@ -360,8 +360,7 @@ def stage_budgets_from_idle(stages: dict, share: float = IDLE_SHARE) -> dict[str
 
 
 def _add_stages(cm: CostModel, profile: dict, budgets: str = "stretch") -> CostModel:
-    if budgets not in BUDGET_SOURCES:
-        raise ValueError(f"budgets: expected one of {BUDGET_SOURCES}, got {budgets!r}")
+    """Stage times and budgets from the profile (``budgets`` as :func:`fit` checked it)."""
     st = profile.get("stages", {})
     cm.stage_batch = int(profile.get("stage_batch", REF_BATCH))
     if not st:

@@ -191,12 +191,10 @@ class _Recorder:
     With ``mark`` each boundary also opens an empty ``record_function`` named for
     :mod:`rap_share.stagetrace`, so a ``torch.profiler`` trace shows where the stages begin."""
 
-    mark = False  # class default: benchmarks/trace_stages.py turns it on for a whole profile
-
     def __init__(self, device, probe=None, probe_stage: str | None = None, graph: bool = False,
                  mark: bool = False):  # fmt: skip
         self.device, self.probe, self.probe_stage, self.graph = device, probe, probe_stage, graph
-        self.mark = mark or type(self).mark
+        self.mark = mark
         self.cuda = device.type == "cuda"
         self.side = torch.cuda.Stream(device) if self.cuda else None
         self.marks: list[tuple[str, object]] = []
@@ -258,9 +256,11 @@ def profile_stages(
     top_mlp: str = "1024-1024-512-1",
     graphs: bool = False,
     busy: bool = True,
+    mark: bool = False,
 ) -> dict:
     """Each stage's base time and its capacity (module doc, step 2); with ``busy``, on CUDA,
-    also each stage's GPU busy time (``busy_ms``, from a short trace). The budget is the
+    also each stage's GPU busy time (``busy_ms``, from a short trace); with ``mark``, every
+    step's stage boundaries marked for an outer trace (``benchmarks/trace_stages.py``). The budget is the
     probe's latency at the capacity: its eager fused call, the unit of eager-timed kernels,
     or with ``graphs`` (kernels timed as graph replays, :func:`profile_kernels`) the probe's
     graph replay, so that budgets and kernel costs are in the same unit."""
@@ -283,9 +283,9 @@ def profile_stages(
     off = torch.arange(batch * world + 1, device=device)
     sparse = JaggedBatch([names[i] for i in owned], ids, [off] * len(ids))
 
-    def run(probe=None, stage=None, mark=False) -> dict[str, float]:
+    def run(probe=None, stage=None, marked=mark) -> dict[str, float]:
         rec = _Recorder(device, probe, stage, graph=probe is not None and probe in graphs_ok,
-                        mark=mark)  # fmt: skip
+                        mark=marked)  # fmt: skip
         step = TrainStep(model, lr=1e-4, world=world, on_stage=rec)
         step(dense, sparse, labels)
         return rec.finish()
@@ -303,7 +303,7 @@ def profile_stages(
     }
     if busy and device.type == "cuda":  # the trainer stream's kernel time per stage
         try:
-            kernel_ms = stagetrace.stage_busy_ms(lambda: run(mark=True), n=max(3, min(iters, 10)))
+            kernel_ms = stagetrace.stage_busy_ms(lambda: run(marked=True), n=max(3, min(iters, 10)))
             for s in STAGES:
                 if s in kernel_ms:
                     out[s]["busy_ms"] = kernel_ms[s]

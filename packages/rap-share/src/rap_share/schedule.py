@@ -5,9 +5,9 @@
    before those whose budget is extrapolated (``measured``), and take stages in that order
    until their budgets cover the total. An extrapolated budget comes from a probe that
    already stretched its stage: on 2 x H200 it ranked grad_comm (an all-reduce) above
-   emb_bwd, and the kernels packed there stretched grad_comm by up to 1.39x. If packing (step 3) then leaves kernels over, because
-   sharding added cost, take the next stage in that order and pack again, until nothing is
-   left or every stage with a budget is taken.
+   emb_bwd, and the kernels packed there stretched grad_comm by up to 1.39x. If packing
+   (step 3) then leaves kernels over, because sharding added cost, take the next stage in
+   that order and pack again, until nothing is left or every stage with a budget is taken.
 3. Walk the chosen stages in execution order and pack kernels, kept in fused (level) order,
    while they fit. A kernel that does not fit is **sharded**: its first k columns (the largest
    k that fits) go into this stage, the rest continue into the next chosen stage.
