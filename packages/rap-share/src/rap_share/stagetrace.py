@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import tempfile
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -59,9 +60,13 @@ def trace(step: Callable[[], None], n: int) -> dict:
     acts = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():
         acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(n):
-            step()
+    with warnings.catch_warnings():
+        # torch 2.11 warns once per process that a second profiling cycle clears the first's
+        # events; each call here is one cycle, so nothing is lost (pytest makes it an error)
+        warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(n):
+                step()
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     try:
