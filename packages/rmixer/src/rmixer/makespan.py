@@ -38,7 +38,7 @@ from rmixer.profile import profile_all
 from rmixer.scheduler import Scheduler
 from rmixer.store import Store
 from rmixer.tasks import TaskError, read_tasks
-from rmixer.tools import job_spans, makespan, plot_gantt
+from rmixer.tools import job_spans, makespan, plot_gantt, start_waits
 
 # Guessed speed-ups over one-at-a-time, only to size the iterations to the time budget.
 EXPECTED_SPEEDUP = {"monolithic": 1.0, "mps": 1.8, "rmixer": 2.2, "rmixer@mps": 2.8}
@@ -229,6 +229,7 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
         "peak_job_mb": max((s["peak_mb"] or 0 for s in spans), default=0),
         "slowdowns": slowdowns, "mps": mps_state, "timed_out": timed_out,
         "cpu_corun_slowdown": [round(corun_before, 3), round(knowledge.corun_slowdown("cpu"), 3)],
+        "start_wait_s": start_waits(spans),
     }  # fmt: skip
 
 
@@ -254,12 +255,14 @@ def build_rows(results: dict, mix_jobs: dict[str, list[dict]], configs: dict[str
             slowdown_median=statistics.median(sd), slowdown_max=max(sd),
             ratio_vs_mps=(mps["makespan_s"] / r["makespan_s"]) if mps and r["makespan_s"] else None,
             cpu_corun_slowdown=r.get("cpu_corun_slowdown"),  # [at the start, at the end]
+            start_wait_s=r.get("start_wait_s"),  # dispatch to the worker's start: [median, max]
+            spares=args.spares,
         )  # fmt: skip
         rows.append(make_row(
             metric="makespan", unit="s", value=r["makespan_s"], n=1,
             baseline="monolithic" if mono else None,
             baseline_value=mono["makespan_s"] if mono else None,
-            job_spans=[{k2: s[k2] for k2 in ("name", "model", "device", "start", "end")}
+            job_spans=[{k2: s[k2] for k2 in ("name", "model", "device", "dispatch", "start", "end")}
                        for s in r["spans"]],
             **common,
         ))  # fmt: skip
@@ -311,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="mixes also run on more than one GPU ('all' for every mix)",
     )
     p.add_argument("--gpu-slots", type=int, default=4)
+    p.add_argument(
+        "--spares",
+        type=int,
+        default=None,
+        help="idle CUDA workers kept ready (default: 3 per GPU slot, at least 4)",
+    )
     p.add_argument("--cpu-slots", type=int, default=2)
     p.add_argument("--cpu-threads", type=int, default=None, help="threads per CPU job")
     p.add_argument("--beta", type=float, default=constants.DEFAULT_BETA)
@@ -407,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     # CPU zygote + idle CUDA workers kept ready: a fresh worker needs ~6 s (torch import) and the
     # budget-scaled jobs last ~1 s, so 4 spares left 6-7 s gaps after every 4th job (H200 run 3's
     # Gantt chart); 3 per GPU slot keep dispatch ahead of the jobs
-    spares = max(4, 3 * args.gpu_slots * max(counts))
-    launcher = Launcher("zygote", spares=spares)
+    if args.spares is None:
+        args.spares = max(4, 3 * args.gpu_slots * max(counts))
+    launcher = Launcher("zygote", spares=args.spares)
     try:
         return _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out, runs,
                      launcher, configs, knowledge)  # fmt: skip
@@ -492,7 +502,8 @@ def _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out,
             calib = min(10.0, max(0.5, r["makespan_s"] / pred))
         print(f"{mix:<12} {g} GPU  {pol:<12} makespan {r['makespan_s']:8.2f} s (predicted "
               f"{pred:.1f})  done {r['done']}  failed {r['failed']}  OOMs {r['ooms']}  on CPU "
-              f"{r['jobs_on_cpu']}  max slots {r['max_slots_in_use']}  mps {r['mps']}",
+              f"{r['jobs_on_cpu']}  max slots {r['max_slots_in_use']}  mps {r['mps']}  start wait "
+              f"{r['start_wait_s'][0]:.2f} s median, {r['start_wait_s'][1]:.2f} s max",
               flush=True)  # fmt: skip
         for e in r["errors"]:
             print(f"    failed job: {e}", flush=True)

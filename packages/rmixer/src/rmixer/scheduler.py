@@ -352,6 +352,7 @@ class Scheduler:
             "log_path": str(paths["log"]), "env": self.job_env,
             "threads": self.cpu_threads if dev.run_on == "cpu" else self.gpu_threads,
         }  # fmt: skip
+        now = time.time()  # the dispatch: before the launcher hands the spec to a worker
         try:
             handle = self.launcher.start(spec, paths["spec"])
         except Exception as exc:  # reported as the job's failure
@@ -361,7 +362,6 @@ class Scheduler:
             self.events.emit("job_failed", job=jid, name=job["name"], error=msg)
             return False
         self._handles[jid] = handle
-        now = time.time()
         self.store.update(jid, state="running", device=dev.name, pid=handle.pid,
                           pid_start=handle.pid_start, started_at=now,
                           attempts=job["attempts"] + 1, reserved_mb=reserved)  # fmt: skip

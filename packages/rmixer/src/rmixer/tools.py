@@ -44,6 +44,22 @@ def makespan(spans: list[dict]) -> float:
     return max(s["end"] for s in spans) - first
 
 
+def start_waits(spans: list[dict]) -> list[float]:
+    """``[median, max]`` seconds from a job's dispatch to its worker's start (a pre-started
+    worker still importing, or a fresh one, shows here); ``[0.0, 0.0]`` without dispatch times.
+
+    >>> start_waits([{"dispatch": 1.0, "start": 1.5}, {"dispatch": 2.0, "start": 2.1},
+    ...              {"dispatch": None, "start": 3.0}])
+    [0.3, 0.5]
+    """
+    waits = sorted(s["start"] - s["dispatch"] for s in spans if s.get("dispatch") is not None)
+    if not waits:
+        return [0.0, 0.0]
+    mid = len(waits) // 2
+    med = waits[mid] if len(waits) % 2 else (waits[mid - 1] + waits[mid]) / 2
+    return [round(med, 3), round(waits[-1], 3)]
+
+
 def workload(spans: list[dict]) -> dict[str, dict]:
     """Per device: jobs, busy seconds (sum of job durations), mean concurrency."""
     span = makespan(spans) or 1.0
@@ -80,7 +96,8 @@ def times(spans: list[dict], knowledge: Knowledge | None = None) -> dict[str, di
 
 
 def plot_gantt(runs: list[tuple[str, list[dict]]], out: str | Path) -> Path:
-    """One panel per run, one bar per job (process start to end), coloured by device."""
+    """One panel per run, one bar per job (process start to end), coloured by device; a grey
+    bar before it is the wait from dispatch to the worker's start."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +115,9 @@ def plot_gantt(runs: list[tuple[str, list[dict]]], out: str | Path) -> Path:
             continue
         t0 = min(s["dispatch"] or s["start"] for s in spans)
         for i, s in enumerate(spans):
+            if s.get("dispatch") is not None and s["start"] > s["dispatch"]:
+                ax.barh(i, s["start"] - s["dispatch"], left=s["dispatch"] - t0, color="0.8",
+                        linewidth=0)  # fmt: skip
             ax.barh(i, s["end"] - s["start"], left=s["start"] - t0, color=colour[s["device"]],
                     edgecolor="black", linewidth=0.3)  # fmt: skip
             ax.text(s["end"] - t0, i, f" {s['model']}", va="center", fontsize=6)
@@ -108,7 +128,9 @@ def plot_gantt(runs: list[tuple[str, list[dict]]], out: str | Path) -> Path:
         ax.set_xlabel("seconds since the first dispatch")
         ax.invert_yaxis()
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour[d]) for d in devices]
-    fig.legend(handles, devices, loc="upper right", fontsize=8)
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="0.8"))
+    fig.legend(handles, [*devices, "dispatched, worker not started"], loc="upper right",
+               fontsize=8)  # fmt: skip
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
