@@ -25,14 +25,14 @@ def tiny_job(i: int = 0, iterations: int = 10, **config) -> dict:
 
 
 def make_scheduler(work: Path, launcher, policy="rmixer", gpu_slots=2, cpu_slots=1,
-                   knowledge=None, mode="online", store=None) -> Scheduler:  # fmt: skip
+                   knowledge=None, mode="online", store=None, **kw) -> Scheduler:  # fmt: skip
     devices = build_devices([], gpu_slots, cpu_slots, cpu_as_gpu=1, gpu_memory_mb=4000)
     if store is None:
         store = Store(work / "jobs.db")
         OPEN_STORES.append(store)
     return Scheduler(store, devices, make_policy(policy),
                      knowledge or Knowledge({}), EventLog(work / "events.jsonl", keep=True), work,
-                     launcher=launcher, mode=mode, cpu_threads=1, poll_s=0.01)  # fmt: skip
+                     launcher=launcher, mode=mode, cpu_threads=1, poll_s=0.01, **kw)  # fmt: skip
 
 
 def events_of(sched: Scheduler, name: str) -> list[dict]:

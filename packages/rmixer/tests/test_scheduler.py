@@ -134,8 +134,15 @@ def test_cpu_jobs_teach_the_corun_slowdown_and_it_is_saved(tmp_path, launcher):
                       "setup_s": 1e-6, "peak_mb": 100.0,
                       "correction": 100.0 / estimate(cfg, "cpu").total_mb,
                       "intensity": 1.0, "klass": "low"})  # fmt: skip
-    s = make_scheduler(tmp_path, launcher, policy="sequential", gpu_slots=1, cpu_slots=1,
-                       knowledge=k)  # fmt: skip
+    s = make_scheduler(
+        tmp_path,
+        launcher,
+        policy="sequential",
+        gpu_slots=1,
+        cpu_slots=1,
+        knowledge=k,
+        cpu_rescue=0.0,
+    )  # fmt: skip (learning only, no rescue)
     assert k.corun_slowdown("cpu") == 1.0
     _, ids = s.submit(jobs)
     s.run_until_idle(timeout=120)
@@ -180,3 +187,92 @@ def test_under_mps_the_scheduler_uses_the_fill_rule_end_to_end(tmp_path, launche
     finish(s)
     assert [s.store.get(i)["state"] for i in ids] == ["done"] * 4
     assert filled and all(filled)  # every GPU placement went through the fill rule
+
+
+class _CpuFirst:
+    """A policy for the rescue tests: every job to the CPU when it may go there, else a GPU."""
+
+    @staticmethod
+    def make():
+        from rmixer.policies import Placement, Policy
+
+        class CpuFirst(Policy):
+            name = "cpu-first"
+
+            def pick(self, ctx):
+                for job in ctx.pending:
+                    for dev in [*ctx.cpus, *ctx.gpus]:
+                        if self.can_take(job, dev, ctx):
+                            return Placement(job, dev)
+                return None
+
+        return CpuFirst()
+
+
+def _rescue_scheduler(tmp_path, launcher, job, **kw):
+    from helpers import OPEN_STORES
+
+    from rmixer.devices import build_devices
+    from rmixer.events import EventLog
+    from rmixer.scheduler import Scheduler
+    from rmixer.store import Store
+
+    cfg = job["config"]
+    k = Knowledge({}, tmp_path / "profiles.json")
+    k.put("cpu", {"key": config_key(cfg), "model": cfg["model"], "iter_s": 1e-6, "setup_s": 1e-6,
+                  "peak_mb": 100.0, "correction": 100.0 / estimate(cfg, "cpu").total_mb,
+                  "intensity": 1.0, "klass": "low"})  # fmt: skip
+    store = Store(tmp_path / "jobs.db")
+    OPEN_STORES.append(store)
+    devices = build_devices([], 1, 1, cpu_as_gpu=1, gpu_memory_mb=4000)
+    return Scheduler(store, devices, _CpuFirst.make(), k,
+                     EventLog(tmp_path / "events.jsonl", keep=True), tmp_path, launcher=launcher,
+                     cpu_threads=1, poll_s=0.01, **kw)  # fmt: skip
+
+
+def test_a_cpu_job_far_behind_its_prediction_moves_to_a_gpu(tmp_path, launcher):
+    """A CPU job past 4x its (absurdly fast) CPU profile, and past the minimum, is stopped
+    and re-queued barred from the CPU; it finishes on a GPU, and its time so far has already
+    taught the co-run slowdown (saved with the profiles)."""
+    job = tiny_job(0, iterations=2000)  # seconds on one thread; the profile says 2 ms
+    s = _rescue_scheduler(tmp_path, launcher, job, cpu_rescue=4.0, cpu_rescue_min_s=0.3)
+    _, (jid,) = s.submit([job])
+    s.run_until_idle(timeout=120)
+    finish(s)
+    row = s.store.get(jid)
+    assert row["state"] == "done" and row["device"] == "gpu-cpu:0"
+    assert row["exclude"] == ["cpu"] and row["attempts"] == 2
+    assert [h["status"] for h in row["history"]] == ["rescued"]
+    (moved,) = events_of(s, "job_rescued")
+    assert moved["job"] == jid and moved["device"] == "cpu" and moved["elapsed_s"] >= 0.3
+    (ratio,) = s.knowledge.entries["corun/cpu"]["ratios"]
+    assert ratio >= 0.3 / 0.0021  # elapsed over the 2 ms prediction: a lower bound
+    assert Knowledge.load(tmp_path / "profiles.json").corun_slowdown("cpu") == ratio
+    (end,) = events_of(s, "job_end")
+    assert end["device"] == "gpu-cpu:0" and end["state"] == "done"
+    assert all(d.reserved_mb == d.baseline_mb and not d.running for d in s.devices)
+
+
+def test_cpu_rescue_off_lets_the_cpu_job_finish_there(tmp_path, launcher):
+    job = tiny_job(0, iterations=200)
+    s = _rescue_scheduler(tmp_path, launcher, job, cpu_rescue=0.0, cpu_rescue_min_s=0.0)
+    _, (jid,) = s.submit([job])
+    s.run_until_idle(timeout=120)
+    finish(s)
+    row = s.store.get(jid)
+    assert row["state"] == "done" and row["device"] == "cpu" and row["attempts"] == 1
+    assert not events_of(s, "job_rescued")
+
+
+def test_cpu_rescue_rejects_negative_settings(tmp_path, launcher):
+    import pytest
+
+    from rmixer.devices import build_devices
+    from rmixer.events import EventLog
+    from rmixer.scheduler import Scheduler
+
+    devices = build_devices([], 1, 1, cpu_as_gpu=1, gpu_memory_mb=4000)
+    for kw in ({"cpu_rescue": -1.0}, {"cpu_rescue_min_s": -0.5}):
+        with pytest.raises(ValueError, match="cpu_rescue: expected >= 0"):
+            Scheduler(None, devices, _CpuFirst.make(), Knowledge({}), EventLog(None), tmp_path,
+                      launcher=launcher, **kw)  # fmt: skip

@@ -138,6 +138,7 @@ def test_makespan_pipeline_on_cpu_stand_ins(tmp_path, capsys, gpus, copies):
         assert all(s["dispatch"] <= s["start"] < s["end"] for s in r["job_spans"])
         median_wait, max_wait = r["start_wait_s"]
         assert 0.0 <= median_wait <= max_wait and r["spares"] >= 4
+        assert r["cpu_rescued"] >= 0
     assert {r["metric"] for r in rows} == {"makespan", "throughput", "iteration_time"}
     assert {r["workload"] for r in rows if r["benchmark"] == "standalone"} >= {"dlrm-7e41f7b6b2"}
     assert (out / "gantt.png").exists()

@@ -15,6 +15,12 @@ CORUN_KEEP = 20  # co-run slowdown ratios kept per device kind (knowledge.record
 CPU_MEMORY_FRACTION = 0.8  # share of MemAvailable at server start the CPU device may reserve
 OOM_BUMP = 1.5  # a job that ran out of memory is retried with its estimate x 1.5
 MAX_ATTEMPTS = 3  # attempts per job (first run + OOM retries) before it is reported failed
+# A CPU job still running after CPU_RESCUE_FACTOR x its predicted time (standalone profile x the
+# co-run slowdown learned so far), and after at least CPU_RESCUE_MIN_S, is stopped and re-queued
+# for a GPU. One H200 run (docs/rmixer/makespan.md, run 11): two CPU jobs ran 70x their profile
+# next to the GPU jobs and made the run 37 % longer. 0 turns it off (the artifact has none).
+CPU_RESCUE_FACTOR = 4.0
+CPU_RESCUE_MIN_S = 2.0
 
 # --- compute-intensity classes ------------------------------------------------------------------
 COMPUTE_HIGH_PCT = 50.0  # intensity (device busy %, measured) at or above: "compute"

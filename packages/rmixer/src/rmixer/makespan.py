@@ -165,7 +165,8 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
     store = Store(workdir / "jobs.db")
     sched = Scheduler(store, devices, make_policy(base, args.seed), knowledge, events, workdir,
                       launcher=launcher, margin=args.margin, beta=args.beta,
-                      cpu_threads=args.cpu_threads, job_env=job_env, reader=reader)  # fmt: skip
+                      cpu_threads=args.cpu_threads, job_env=job_env, reader=reader,
+                      cpu_rescue=args.cpu_rescue)  # fmt: skip
     timed_out = False
     corun_before = knowledge.corun_slowdown("cpu")  # what the CPU gate starts this run with
     try:
@@ -224,6 +225,7 @@ def run_one(jobs: list[dict], policy_name: str, n_gpus: int, knowledge: Knowledg
         "done": len(spans), "failed": len(failed), "ooms": ooms,
         "errors": errors,
         "jobs_on_cpu": sum(s["device"] == "cpu" for s in spans),
+        "cpu_rescued": sum(e["event"] == "job_rescued" for e in events.kept),
         "max_slots_in_use": max((e["slots_in_use"] for e in starts), default=0),
         "peak_live_mb": sched.peak_live_mb,
         "peak_job_mb": max((s["peak_mb"] or 0 for s in spans), default=0),
@@ -256,6 +258,7 @@ def build_rows(results: dict, mix_jobs: dict[str, list[dict]], configs: dict[str
             ratio_vs_mps=(mps["makespan_s"] / r["makespan_s"]) if mps and r["makespan_s"] else None,
             cpu_corun_slowdown=r.get("cpu_corun_slowdown"),  # [at the start, at the end]
             start_wait_s=r.get("start_wait_s"),  # dispatch to the worker's start: [median, max]
+            cpu_rescued=r.get("cpu_rescued"),  # CPU jobs stopped and re-queued for a GPU
             spares=args.spares,
         )  # fmt: skip
         rows.append(make_row(
@@ -322,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cpu-slots", type=int, default=2)
     p.add_argument("--cpu-threads", type=int, default=None, help="threads per CPU job")
+    p.add_argument("--cpu-rescue", type=float, default=constants.CPU_RESCUE_FACTOR,
+                   help="re-queue a CPU job for a GPU after this many times its predicted "
+                   "time (0: never, as the artifact)")  # fmt: skip
     p.add_argument("--beta", type=float, default=constants.DEFAULT_BETA)
     p.add_argument("--margin", type=float, default=constants.MEMORY_MARGIN)
     p.add_argument(
@@ -502,8 +508,9 @@ def _main(args, t_begin, counts, policies, available, kind, gpu_dev, mixes, out,
             calib = min(10.0, max(0.5, r["makespan_s"] / pred))
         print(f"{mix:<12} {g} GPU  {pol:<12} makespan {r['makespan_s']:8.2f} s (predicted "
               f"{pred:.1f})  done {r['done']}  failed {r['failed']}  OOMs {r['ooms']}  on CPU "
-              f"{r['jobs_on_cpu']}  max slots {r['max_slots_in_use']}  mps {r['mps']}  start wait "
-              f"{r['start_wait_s'][0]:.2f} s median, {r['start_wait_s'][1]:.2f} s max",
+              f"{r['jobs_on_cpu']} (rescued {r['cpu_rescued']})  max slots "
+              f"{r['max_slots_in_use']}  mps {r['mps']}  start wait {r['start_wait_s'][0]:.2f} s "
+              f"median, {r['start_wait_s'][1]:.2f} s max",
               flush=True)  # fmt: skip
         for e in r["errors"]:
             print(f"    failed job: {e}", flush=True)

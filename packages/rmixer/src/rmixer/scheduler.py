@@ -3,8 +3,9 @@
 :class:`Scheduler` owns the devices' bookkeeping and the running processes; the job table
 lives in :class:`~rmixer.store.Store`. Each :meth:`Scheduler.step` collects finished
 processes (done, out of memory -> re-queued on another device with a larger estimate, crashed
--> failed with its error), refreshes live GPU memory, then asks the policy for placements
-until it has none. The server runs ``step`` in a thread; the benchmark calls
+-> failed with its error), moves CPU jobs far behind their prediction back to the queue for a
+GPU (:meth:`Scheduler._rescue_cpu_stragglers`), refreshes live GPU memory, then asks the
+policy for placements until it has none. The server runs ``step`` in a thread; the benchmark calls
 :meth:`run_until_idle`.
 
 Online mode considers every queued job; batch mode (the artifact's) runs one submission at a
@@ -14,6 +15,7 @@ time, the next starting when the previous has finished.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -51,6 +53,8 @@ class Scheduler:
         job_env: dict | None = None,
         reader: GpuMemoryReader | None = None,
         poll_s: float = constants.POLL_S,
+        cpu_rescue: float = constants.CPU_RESCUE_FACTOR,
+        cpu_rescue_min_s: float = constants.CPU_RESCUE_MIN_S,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -60,12 +64,18 @@ class Scheduler:
             )
         if beta < 0:
             raise ValueError(f"beta: expected >= 0, got {beta}")
+        if cpu_rescue < 0 or cpu_rescue_min_s < 0:
+            raise ValueError(
+                f"cpu_rescue: expected >= 0 (0: never), got {cpu_rescue} "
+                f"(minimum {cpu_rescue_min_s} s)"
+            )
         self.store, self.devices, self.policy = store, devices, policy
         self.knowledge, self.events = knowledge, events
         self.workdir = Path(workdir)
         (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
         self.launcher = launcher or Launcher()
         self.mode, self.margin, self.beta, self.poll_s = mode, margin, beta, poll_s
+        self.cpu_rescue, self.cpu_rescue_min_s = cpu_rescue, cpu_rescue_min_s
         gpu_slots = sum(d.slots for d in devices if d.kind == "gpu")
         cpu_slots = sum(d.slots for d in devices if d.kind == "cpu")
         cores = os.cpu_count() or 1
@@ -212,6 +222,7 @@ class Scheduler:
         """Collect finished jobs, then place what the policy picks; returns the placements."""
         with self._lock:
             self._reap()
+            self._rescue_cpu_stragglers()
             self._refresh_live()
             return self._place()
 
@@ -415,23 +426,66 @@ class Scheduler:
         self.events.emit("job_end", **base, state="failed", error=err)
 
     def _learn_corun(self, job: dict, result: dict) -> None:
-        """A CPU job finished: record how much slower than its profile it ran, and save it
-        with the profiles when they came from a file."""
+        """A CPU job finished: record how much slower than its profile it ran."""
         view = self._views.get(job["id"])
         t0, t1 = result.get("t_start"), result.get("t_end")
         if view is None or t0 is None or t1 is None:
             return
+        self._record_cpu_corun(job["id"], t1 - t0, view.cpu.standalone_s(job["iterations"]))
+
+    def _record_cpu_corun(self, job_id: int, observed_s: float, predicted_s: float | None) -> None:
+        """One CPU job's observed against predicted time into the co-run slowdown, saved with
+        the profiles when they came from a file."""
         before = self.knowledge.corun_slowdown("cpu")
-        self.knowledge.record_corun("cpu", t1 - t0, view.cpu.standalone_s(job["iterations"]))
+        self.knowledge.record_corun("cpu", observed_s, predicted_s)
         after = self.knowledge.corun_slowdown("cpu")
         if after != before:
             self.events.emit("corun_slowdown", kind="cpu", before=round(before, 3),
-                             after=round(after, 3), job=job["id"])  # fmt: skip
+                             after=round(after, 3), job=job_id)  # fmt: skip
         if self.knowledge.path is not None:
             try:
                 self.knowledge.save()
             except OSError as exc:  # a read-only cache must not stop the scheduler
                 self.events.emit("knowledge_not_saved", error=str(exc))
+
+    def _rescue_cpu_stragglers(self) -> None:
+        """Stop every CPU job that has run ``cpu_rescue`` x its predicted time (standalone
+        profile x the co-run slowdown so far; at least ``cpu_rescue_min_s``) and re-queue it,
+        barred from the CPU, when a GPU could hold it. Its time so far, a lower bound on its
+        slowdown, is recorded at once, so the CPU gate stops sending more jobs there. Jobs
+        without a CPU profile are left alone (nothing to compare with)."""
+        if self.cpu_rescue <= 0:
+            return
+        now = time.time()
+        slowdown = self.knowledge.corun_slowdown("cpu")
+        for jid, handle in list(self._handles.items()):
+            job = self.store.get(jid)
+            dev = self.device_by_name.get(job["device"] or "")
+            view = self._views.get(jid)
+            if dev is None or dev.kind != "cpu" or view is None or not job["started_at"]:
+                continue
+            predicted = view.cpu.standalone_s(job["iterations"])
+            elapsed = now - job["started_at"]
+            if not predicted or elapsed < max(self.cpu_rescue_min_s,
+                                              self.cpu_rescue * predicted * slowdown):  # fmt: skip
+                continue
+            if not any(self.policy.slots(d) > 0 and d.name not in view.exclude
+                       and self.margin * view.mem_on(d) <= d.total_mb - d.baseline_mb
+                       for d in self.devices if d.kind == "gpu"):  # fmt: skip
+                continue  # the CPU is its only place: let it finish
+            handle.terminate(signal.SIGKILL)
+            del self._handles[jid]
+            dev.release(jid)
+            self.policy.on_finish(jid)
+            exclude = sorted({*job["exclude"], dev.name})
+            self.store.add_history(jid, {"device": dev.name, "status": "rescued", "at": now,
+                                         "elapsed_s": round(elapsed, 3)})  # fmt: skip
+            self.store.update(jid, state="queued", device=None, pid=None, pid_start=None,
+                              exclude=exclude)  # fmt: skip
+            self.events.emit("job_rescued", job=jid, name=job["name"], model=job["model"],
+                             device=dev.name, elapsed_s=round(elapsed, 3),
+                             predicted_s=round(predicted * slowdown, 3), exclude=exclude)  # fmt: skip
+            self._record_cpu_corun(jid, elapsed, predicted)
 
     def _retry_oom(self, job: dict, result: dict, dev: Device | None, base: dict) -> None:
         jid = job["id"]

@@ -290,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads per CPU job (default: (cores - GPU slots) / CPU slots)",
     )
     p.add_argument(
+        "--cpu-rescue",
+        type=float,
+        default=constants.CPU_RESCUE_FACTOR,
+        help="re-queue a CPU job for a GPU once it has run this many times its predicted time "
+        "(0: never)",
+    )
+    p.add_argument(
         "--gpu-memory-mb",
         type=float,
         default=None,
@@ -351,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             store, devices, make_policy(args.policy, args.seed), knowledge, events, state,
             launcher=Launcher(args.launcher), mode=args.mode, margin=args.margin, beta=args.beta,
             cpu_threads=args.cpu_threads, job_env=job_env, reader=reader,
+            cpu_rescue=args.cpu_rescue,
         )  # fmt: skip
         httpd = ThreadingHTTPServer(
             (args.host, args.port), make_handler(App(scheduler, args.token))
