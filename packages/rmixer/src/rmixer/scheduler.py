@@ -458,11 +458,11 @@ class Scheduler:
             return
         now = time.time()
         slowdown = self.knowledge.corun_slowdown("cpu")
-        for jid, handle in list(self._handles.items()):
-            job = self.store.get(jid)
-            dev = self.device_by_name.get(job["device"] or "")
-            view = self._views.get(jid)
-            if dev is None or dev.kind != "cpu" or view is None or not job["started_at"]:
+        on_cpu = [(jid, d) for d in self.devices if d.kind == "cpu" for jid in d.running]
+        for jid, dev in on_cpu:
+            handle, view = self._handles.get(jid), self._views.get(jid)
+            job = self.store.get(jid) if handle is not None and view is not None else None
+            if job is None or not job["started_at"]:
                 continue
             predicted = view.cpu.standalone_s(job["iterations"])
             elapsed = now - job["started_at"]
