@@ -12,6 +12,7 @@ from helpers import events_of, finish, make_scheduler, tiny_job
 from rmixer.configs import config_key
 from rmixer.knowledge import Knowledge
 from rmixer.memory import estimate
+from rmixer.policies import Placement, Policy
 
 
 def wait_for(cond, timeout=60.0, sched=None):
@@ -134,15 +135,9 @@ def test_cpu_jobs_teach_the_corun_slowdown_and_it_is_saved(tmp_path, launcher):
                       "setup_s": 1e-6, "peak_mb": 100.0,
                       "correction": 100.0 / estimate(cfg, "cpu").total_mb,
                       "intensity": 1.0, "klass": "low"})  # fmt: skip
-    s = make_scheduler(
-        tmp_path,
-        launcher,
-        policy="sequential",
-        gpu_slots=1,
-        cpu_slots=1,
-        knowledge=k,
-        cpu_rescue=0.0,
-    )  # fmt: skip (learning only, no rescue)
+    # learning only: the rescue is off, so every CPU job finishes where it was placed
+    s = make_scheduler(tmp_path, launcher, policy="sequential", gpu_slots=1, cpu_slots=1,
+                       knowledge=k, cpu_rescue=0.0)  # fmt: skip
     assert k.corun_slowdown("cpu") == 1.0
     _, ids = s.submit(jobs)
     s.run_until_idle(timeout=120)
@@ -189,24 +184,17 @@ def test_under_mps_the_scheduler_uses_the_fill_rule_end_to_end(tmp_path, launche
     assert filled and all(filled)  # every GPU placement went through the fill rule
 
 
-class _CpuFirst:
+class CpuFirst(Policy):
     """A policy for the rescue tests: every job to the CPU when it may go there, else a GPU."""
 
-    @staticmethod
-    def make():
-        from rmixer.policies import Placement, Policy
+    name = "cpu-first"
 
-        class CpuFirst(Policy):
-            name = "cpu-first"
-
-            def pick(self, ctx):
-                for job in ctx.pending:
-                    for dev in [*ctx.cpus, *ctx.gpus]:
-                        if self.can_take(job, dev, ctx):
-                            return Placement(job, dev)
-                return None
-
-        return CpuFirst()
+    def pick(self, ctx):
+        for job in ctx.pending:
+            for dev in [*ctx.cpus, *ctx.gpus]:
+                if self.can_take(job, dev, ctx):
+                    return Placement(job, dev)
+        return None
 
 
 def _rescue_scheduler(tmp_path, launcher, job, **kw):
@@ -225,7 +213,7 @@ def _rescue_scheduler(tmp_path, launcher, job, **kw):
     store = Store(tmp_path / "jobs.db")
     OPEN_STORES.append(store)
     devices = build_devices([], 1, 1, cpu_as_gpu=1, gpu_memory_mb=4000)
-    return Scheduler(store, devices, _CpuFirst.make(), k,
+    return Scheduler(store, devices, CpuFirst(), k,
                      EventLog(tmp_path / "events.jsonl", keep=True), tmp_path, launcher=launcher,
                      cpu_threads=1, poll_s=0.01, **kw)  # fmt: skip
 
@@ -274,5 +262,5 @@ def test_cpu_rescue_rejects_negative_settings(tmp_path, launcher):
     devices = build_devices([], 1, 1, cpu_as_gpu=1, gpu_memory_mb=4000)
     for kw in ({"cpu_rescue": -1.0}, {"cpu_rescue_min_s": -0.5}):
         with pytest.raises(ValueError, match="cpu_rescue: expected >= 0"):
-            Scheduler(None, devices, _CpuFirst.make(), Knowledge({}), EventLog(None), tmp_path,
+            Scheduler(None, devices, CpuFirst(), Knowledge({}), EventLog(None), tmp_path,
                       launcher=launcher, **kw)  # fmt: skip

@@ -340,9 +340,18 @@ class Scheduler:
                 placed.append((choice.job.id, choice.device.name))
         return placed
 
+    def _usable(self, v: PendingJob, kind: str | None = None) -> list[Device]:
+        """Devices (of ``kind``, when given) this policy uses that ``v`` is not barred from."""
+        return [d for d in self.devices if self.policy.slots(d) > 0 and d.name not in v.exclude
+                and kind in (None, d.kind)]  # fmt: skip
+
+    def _could_hold(self, v: PendingJob, d: Device) -> bool:
+        """``v`` fits on ``d`` when nothing else runs there."""
+        return self.margin * v.mem_on(d) <= d.total_mb - d.baseline_mb
+
     def _fail_if_impossible(self, job: dict, v: PendingJob) -> bool:
-        usable = [d for d in self.devices if self.policy.slots(d) > 0 and d.name not in v.exclude]
-        if any(self.margin * v.mem_on(d) <= d.total_mb - d.baseline_mb for d in usable):
+        usable = self._usable(v)
+        if any(self._could_hold(v, d) for d in usable):
             return False
         need = {d.name: round(self.margin * v.mem_on(d)) for d in usable}
         room = {d.name: round(d.total_mb - d.baseline_mb) for d in usable}
@@ -469,9 +478,7 @@ class Scheduler:
             if not predicted or elapsed < max(self.cpu_rescue_min_s,
                                               self.cpu_rescue * predicted * slowdown):  # fmt: skip
                 continue
-            if not any(self.policy.slots(d) > 0 and d.name not in view.exclude
-                       and self.margin * view.mem_on(d) <= d.total_mb - d.baseline_mb
-                       for d in self.devices if d.kind == "gpu"):  # fmt: skip
+            if not any(self._could_hold(view, d) for d in self._usable(view, "gpu")):
                 continue  # the CPU is its only place: let it finish
             handle.terminate(signal.SIGKILL)
             del self._handles[jid]

@@ -55,9 +55,7 @@ def start_waits(spans: list[dict]) -> list[float]:
     waits = sorted(s["start"] - s["dispatch"] for s in spans if s.get("dispatch") is not None)
     if not waits:
         return [0.0, 0.0]
-    mid = len(waits) // 2
-    med = waits[mid] if len(waits) % 2 else (waits[mid - 1] + waits[mid]) / 2
-    return [round(med, 3), round(waits[-1], 3)]
+    return [round(statistics.median(waits), 3), round(waits[-1], 3)]
 
 
 def workload(spans: list[dict]) -> dict[str, dict]:
